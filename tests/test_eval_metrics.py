@@ -1,0 +1,134 @@
+"""Performance metrics against quantstats (same series, same periods, same rf) and hand computations."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from evaluation import performance_metrics as pm
+
+warnings.filterwarnings("ignore", module="quantstats")
+qs_stats = pytest.importorskip("quantstats.stats")
+
+
+def _series(seed: int = 0, n: int = 400, mu: float = 0.0008, sigma: float = 0.02) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.standard_t(4, n) * sigma / np.sqrt(2) + mu
+
+
+def _pd(r: np.ndarray) -> pd.Series:
+    return pd.Series(r, index=pd.date_range("2021-01-01", periods=r.shape[0], freq="D"))
+
+
+@pytest.mark.parametrize("periods", [365, 252])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ratios_match_quantstats_with_annual_rf(periods, seed):
+    r = _series(seed)
+    annual = 0.04
+    rf = pm.risk_free_daily(r.shape[0], periods, annual_rate=annual)
+    s = _pd(r)
+    assert pm.sharpe_ratio(r, rf, periods) == pytest.approx(qs_stats.sharpe(s, rf=annual, periods=periods), rel=1e-10)
+    assert pm.sortino_ratio(r, rf, periods) == pytest.approx(
+        qs_stats.sortino(s, rf=annual, periods=periods), rel=1e-10
+    )
+    assert pm.annualised_volatility(r, periods) == pytest.approx(qs_stats.volatility(s, periods=periods), rel=1e-12)
+    assert pm.annualised_return(r, periods) == pytest.approx(qs_stats.cagr(s, periods=periods), rel=1e-10)
+    assert pm.calmar_ratio(r, periods) == pytest.approx(qs_stats.calmar(s, periods=periods), rel=1e-10)
+
+
+def test_ratios_match_quantstats_with_daily_tbill_series():
+    r = _series(3)
+    tbill = np.abs(np.random.default_rng(9).normal(0.00012, 0.00003, r.shape[0]))
+    rf = pm.risk_free_daily(r.shape[0], 365, tbill_returns=tbill)
+    # quantstats takes the excess series directly when rf varies by day
+    ex = _pd(r - tbill)
+    assert pm.sharpe_ratio(r, rf, 365) == pytest.approx(qs_stats.sharpe(ex, rf=0.0, periods=365), rel=1e-10)
+    assert pm.sortino_ratio(r, rf, 365) == pytest.approx(qs_stats.sortino(ex, rf=0.0, periods=365), rel=1e-10)
+    # rf actually matters: the excess Sharpe is lower than the raw one for a positive rf
+    assert pm.sharpe_ratio(r, rf, 365) < pm.sharpe_ratio(r, 0.0, 365)
+
+
+def test_drawdown_var_cvar_hit_rate_total_match_quantstats():
+    r = _series(5)
+    s = _pd(r)
+    assert pm.max_drawdown(r) == pytest.approx(qs_stats.max_drawdown(s), rel=1e-10)
+    assert pm.conditional_value_at_risk(r) == pytest.approx(
+        qs_stats.conditional_value_at_risk(s, method="historical"), rel=1e-10
+    )
+    assert pm.value_at_risk(r) == pytest.approx(float(s.quantile(0.05)), rel=1e-12)
+    assert pm.hit_rate(r) == pytest.approx(qs_stats.win_rate(s), rel=1e-12)
+    assert pm.total_return(r) == pytest.approx(qs_stats.comp(s), rel=1e-10)
+
+
+def test_hand_computed_example():
+    r = np.array([0.10, -0.20, 0.05, 0.0])
+    # NAV: 1.1, 0.88, 0.924, 0.924
+    assert pm.final_value(r, 100.0) == pytest.approx(92.4)
+    assert pm.total_return(r) == pytest.approx(-0.076)
+    assert pm.max_drawdown(r) == pytest.approx(0.88 / 1.1 - 1.0)
+    assert pm.mean_log_return(r) == pytest.approx(np.log(0.924) / 4)
+    assert pm.std(r) == pytest.approx(np.std(r, ddof=1))
+    assert pm.hit_rate(r) == pytest.approx(2 / 3)
+    assert pm.annualised_return(r, 4) == pytest.approx(-0.076)
+    np.testing.assert_allclose(pm.drawdown_series(r), [0.0, -0.2, -0.16, -0.16])
+    # loss on day one is a drawdown from the initial NAV of 1
+    assert pm.max_drawdown(np.array([-0.1, 0.05])) == pytest.approx(-0.1)
+    # CVaR of 20 returns at 95%: the worst one (the quantile sits between the two worst)
+    twenty = np.linspace(-0.1, 0.09, 20)
+    assert pm.value_at_risk(twenty) == pytest.approx(-0.1 + 0.95 * 0.01)
+    assert pm.conditional_value_at_risk(twenty) == pytest.approx(-0.1)
+
+
+def test_turnover_and_category_weights_by_hand():
+    before = np.array([[0.5, 0.5, 0.0], [0.6, 0.3, 0.1]])
+    after = np.array([[0.4, 0.4, 0.2], [0.6, 0.3, 0.1]])
+    np.testing.assert_allclose(pm.turnover(before, after), [0.2, 0.0])
+    w = np.array([[0.2, 0.3, 0.1, 0.4], [0.0, 0.5, 0.5, 0.0]])
+    cats = ("growth", "stable", "growth")
+    avg = pm.average_weight_by_category(w, cats)
+    assert avg == pytest.approx({"growth": 0.4, "stable": 0.4, "cash": 0.2})
+    np.testing.assert_allclose(pm.average_weight(w), [0.1, 0.4, 0.3, 0.2])
+
+
+def test_periods_and_risk_free():
+    assert pm.periods_per_year(["weekday", "7d"]) == 365
+    assert pm.periods_per_year(["weekday", "weekday"]) == 252
+    rf = pm.risk_free_daily(3, 365, annual_rate=0.05)
+    assert (1 + rf[0]) ** 365 == pytest.approx(1.05)
+    with pytest.raises(ValueError):
+        pm.risk_free_daily(3, 365, tbill_returns=np.zeros(4))
+
+
+def test_summarize_keys_and_bad_input():
+    r = _series(1, n=50)
+    out = pm.summarize(r, 0.0, 365, daily_turnover=np.full(50, 0.02))
+    assert [k for k, _, _ in pm.METRIC_COLUMNS] == list(out)
+    assert out["turnover"] == pytest.approx(0.02)
+    with pytest.raises(ValueError):
+        pm.sharpe_ratio(np.array([0.01, np.nan]), 0.0, 365)
+    with pytest.raises(ValueError):
+        pm.total_return(np.zeros((2, 2)))
+
+
+returns_st = arrays(np.float64, st.integers(2, 60), elements=st.floats(-0.5, 0.5, allow_subnormal=False))
+
+
+@settings(max_examples=60, deadline=None)
+@given(returns_st)
+def test_invariants(r):
+    mdd = pm.max_drawdown(r)
+    assert -1.0 <= mdd <= 0.0
+    assert pm.conditional_value_at_risk(r) <= pm.value_at_risk(r) + 1e-12
+    assert 0.0 <= pm.hit_rate(r) <= 1.0
+    assert pm.final_value(r) == pytest.approx(pm.equity_curve(r)[-1])
+    # shifting every return and rf by the same constant does not change excess-return Sharpe
+    assert pm.sharpe_ratio(r + 0.001, 0.001, 365) == pytest.approx(pm.sharpe_ratio(r, 0.0, 365), abs=1e-6)
+    # scaling returns leaves the zero-rf Sharpe unchanged (up to rounding)
+    if np.std(r, ddof=1) > 1e-6:
+        assert pm.sharpe_ratio(0.5 * r, 0.0, 365) == pytest.approx(pm.sharpe_ratio(r, 0.0, 365), rel=1e-6, abs=1e-9)
