@@ -1,0 +1,213 @@
+"""The PPO policy network: a day-then-asset Transformer encoder with an actor and a critic head.
+
+Exact forward pass of ``TransformerActorCritic`` for obs float32 (B, obs_dim) (shapes in brackets;
+W = window, N = assets, F = features per asset, d = ``d_model``; all layers are plain ``torch.nn`` ones,
+so the state dict maps one-to-one onto another framework):
+
+1. ``features, weights, mask = layout.split(obs)``  -> [B,W,N,F], [B,N+1], [B,N]; ``mask1 = [mask, 1]``.
+2. Day tokens (which days matter): ``x = day_proj(features.reshape(B, W, N*F))`` [B,W,d]
+   (``nn.Linear(N*F, d)``), plus the fixed sinusoidal positional encoding buffer ``pos`` [W,d]
+   (``pos[t, 2k] = sin(t / 10000^(2k/d))``, ``pos[t, 2k+1] = cos(...)``, t = 0 oldest day).
+3. ``x = day_encoder(x)``: ``day_layers`` x ``nn.TransformerEncoderLayer(d, n_heads, dim_feedforward,
+   dropout, activation="relu", batch_first=True, norm_first=True)``; then ``day_norm`` (LayerNorm).
+   Context ``c = x[:, -1]`` [B,d]: the most recent day's token, which attended over the whole window.
+4. Asset tokens (which assets matter), one per asset plus one for cash:
+   ``tok[:, i] = asset_proj(features[:, -1, i, :])`` for i < N (``nn.Linear(F, d)`` on the latest day),
+   ``tok[:, N] = cash_token`` (learned [d]); then
+   ``tok += asset_embed[None] + weight_proj(weights[..., None]) + c[:, None]``
+   (``asset_embed`` learned [N+1,d], ``weight_proj = nn.Linear(1, d)``).
+5. ``tok = asset_norm(asset_encoder(tok))``: ``asset_layers`` encoder layers configured as in 3, no mask
+   in attention (a closed market still carries information), then LayerNorm.
+6. Actor: ``logits = actor_head(tok)[..., 0]`` [B,N+1] (``nn.Linear(d, 1)`` shared across tokens).
+   Critic: ``value = critic_head(cat([c, tok.mean(1)], -1))[..., 0]`` [B] with
+   ``critic_head = Sequential(Linear(2d, d), Tanh, Linear(d, 1))``.
+
+Action distribution (the choice, and its log-probability): a logistic-normal over the simplex in
+additive-log-ratio coordinates with cash as the reference. The mean is ``mu = logits[:, :N] -
+logits[:, N:]`` [B,N]; the latent ``z ~ Normal(mu, exp(log_std))`` with a learned state-independent
+``log_std`` [N]; the weights are ``masked_softmax([z, 0], mask1)``. This map is a bijection between R^K
+and the open simplex over the K tradable assets plus cash, so the weights an env received can be mapped
+back exactly (``z_i = log w_i - log w_cash``). PPO needs only ratios of densities of the same action, so
+the log-probability is taken in z coordinates, summed over tradable assets only:
+``log pi(a|s) = sum_i mask_i * log Normal(z_i; mu_i, sigma_i)`` (the softmax Jacobian cancels in the
+ratio); the entropy bonus is the matching ``sum_i mask_i * (0.5 + 0.5 log 2 pi + log sigma_i)``.
+Masked assets get no weight: their z is ignored and their softmax entry is exactly 0.
+
+Deterministic policy (``PolicyModule``): ``weights = masked_softmax(logits, mask1)`` (= the weights at
+``z = mu``), float32 [B,N+1], no data-dependent Python control flow: traceable, scriptable-by-trace and
+exportable to ONNX (opset 17).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.common import ObsLayout, full_mask, masked_softmax
+
+
+def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
+    """Fixed sinusoidal encoding (length, d_model): even columns sin, odd columns cos (Vaswani et al.)."""
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(length, d_model, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)[:, : d_model // 2]
+    return pe.float()
+
+
+def _encoder_layer(d_model: int, n_heads: int, dim_feedforward: int, dropout: float) -> nn.TransformerEncoderLayer:
+    return nn.TransformerEncoderLayer(
+        d_model, n_heads, dim_feedforward, dropout, activation="relu", batch_first=True, norm_first=True
+    )
+
+
+def _init_linear(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class TransformerActorCritic(nn.Module):
+    """Day-then-asset Transformer with a logistic-normal actor and a state-value critic (see module doc)."""
+
+    def __init__(
+        self,
+        layout: ObsLayout,
+        d_model: int = 64,
+        n_heads: int = 4,
+        day_layers: int = 2,
+        asset_layers: int = 1,
+        dim_feedforward: int = 128,
+        dropout: float = 0.0,
+        init_log_std: float = -0.5,
+    ) -> None:
+        super().__init__()
+        if d_model % n_heads != 0 or d_model % 2 != 0:
+            raise ValueError(f"d_model {d_model} must be even and divisible by n_heads {n_heads}")
+        self.layout = layout
+        n, f, w = layout.n_assets, layout.n_features, layout.window
+        self.day_proj = nn.Linear(n * f, d_model)
+        self.register_buffer("pos", sinusoidal_positions(w, d_model))
+        self.day_encoder = nn.TransformerEncoder(
+            _encoder_layer(d_model, n_heads, dim_feedforward, dropout), day_layers, enable_nested_tensor=False
+        )
+        self.day_norm = nn.LayerNorm(d_model)
+        self.asset_proj = nn.Linear(f, d_model)
+        self.cash_token = nn.Parameter(torch.zeros(d_model))
+        self.asset_embed = nn.Parameter(torch.randn(n + 1, d_model) * 0.02)
+        self.weight_proj = nn.Linear(1, d_model)
+        self.asset_encoder = nn.TransformerEncoder(
+            _encoder_layer(d_model, n_heads, dim_feedforward, dropout), asset_layers, enable_nested_tensor=False
+        )
+        self.asset_norm = nn.LayerNorm(d_model)
+        self.actor_head = _init_linear(nn.Linear(d_model, 1), 0.01)
+        self.critic_head = nn.Sequential(
+            _init_linear(nn.Linear(2 * d_model, d_model), math.sqrt(2)),
+            nn.Tanh(),
+            _init_linear(nn.Linear(d_model, 1), 1.0),
+        )
+        self.log_std = nn.Parameter(torch.full((n,), float(init_log_std)))
+
+    # -- the forward pass, split so the attention maps can reuse it ------------------------------------
+    def _day_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        b = features.shape[0]
+        x = self.day_proj(features.reshape(b, self.layout.window, -1))
+        return x + self.pos
+
+    def _asset_tokens(self, features: torch.Tensor, weights: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        assets = self.asset_proj(features[:, -1])  # [B,N,d]
+        cash = self.cash_token.expand(features.shape[0], 1, -1)
+        tok = torch.cat([assets, cash], dim=1)
+        return tok + self.asset_embed + self.weight_proj(weights.unsqueeze(-1)) + context.unsqueeze(1)
+
+    def encode(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """obs (B, obs_dim) -> asset tokens (B, N+1, d), context (B, d), mask1 (B, N+1)."""
+        features, weights, mask = self.layout.split(obs)
+        x = self.day_norm(self.day_encoder(self._day_tokens(features)))
+        context = x[:, -1]
+        tok = self.asset_norm(self.asset_encoder(self._asset_tokens(features, weights, context)))
+        return tok, context, full_mask(mask)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """obs (B, obs_dim) -> actor logits (B, N+1), state value (B,), mask1 (B, N+1)."""
+        tok, context, mask1 = self.encode(obs)
+        logits = self.actor_head(tok).squeeze(-1)
+        value = self.critic_head(torch.cat([context, tok.mean(dim=1)], dim=-1)).squeeze(-1)
+        return logits, value, mask1
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.forward(obs)[1]
+
+    # -- the distribution ------------------------------------------------------------------------------
+    @staticmethod
+    def mean_latent(logits: torch.Tensor) -> torch.Tensor:
+        """ALR mean mu (B, N) = logits of assets minus the cash logit."""
+        return logits[:, :-1] - logits[:, -1:]
+
+    def log_prob_entropy(
+        self, logits: torch.Tensor, mask1: torch.Tensor, z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-density of latent z (B, N) and the entropy, both (B,), over tradable assets only."""
+        mu = self.mean_latent(logits)
+        m = mask1[:, :-1]
+        log_std = self.log_std.expand_as(mu)
+        logp = -0.5 * ((z - mu) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+        ent = (0.5 + 0.5 * math.log(2 * math.pi) + log_std) * m
+        return (logp * m).sum(-1), ent.sum(-1)
+
+    def sample_latent(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        mu = self.mean_latent(logits)
+        noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+        return mu + noise * self.log_std.exp()
+
+    @staticmethod
+    def weights_from_latent(z: torch.Tensor, mask1: torch.Tensor) -> torch.Tensor:
+        return masked_softmax(torch.cat([z, torch.zeros_like(z[:, :1])], dim=1), mask1)
+
+    # -- interpretation -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def attention_maps(self, obs: torch.Tensor) -> dict[str, np.ndarray]:
+        """Head-averaged attention of every layer for a batch of observations.
+
+        Returns ``{"days": (B, day_layers, W, W), "assets": (B, asset_layers, N+1, N+1)}``: row q,
+        column k is how much query token q attended to key token k (rows sum to 1). Day index W-1 is the
+        latest day; ``days[:, -1, -1]`` is what the context token looked at. Asset index N is cash.
+        """
+        features, weights, _ = self.layout.split(obs)
+        x, days = _run_with_attention(self.day_encoder, self._day_tokens(features))
+        context = self.day_norm(x)[:, -1]
+        _, assets = _run_with_attention(self.asset_encoder, self._asset_tokens(features, weights, context))
+        return {"days": days.numpy(), "assets": assets.numpy()}
+
+
+def _run_with_attention(encoder: nn.TransformerEncoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-run pre-norm encoder layers step by step, returning the output and (B, L, T, T) attention."""
+    maps = []
+    for layer in encoder.layers:
+        h = layer.norm1(x)
+        attn, w = layer.self_attn(h, h, h, need_weights=True, average_attn_weights=True)
+        x = x + layer.dropout1(attn)
+        h = layer.norm2(x)
+        x = x + layer.dropout2(layer.linear2(layer.dropout(layer.activation(layer.linear1(h)))))
+        maps.append(w)
+    return x, torch.stack(maps, dim=1)
+
+
+class PolicyModule(nn.Module):
+    """Deterministic policy: obs float32 (B, obs_dim) -> weights float32 (B, N+1) on the simplex.
+
+    Masked assets get exactly 0; cash is never masked. Export-friendly (trace / ONNX opset 17).
+    """
+
+    def __init__(self, net: TransformerActorCritic) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        tok, _, mask1 = self.net.encode(obs)
+        logits = self.net.actor_head(tok).squeeze(-1)
+        return masked_softmax(logits, mask1)
