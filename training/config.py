@@ -1,0 +1,262 @@
+"""The experiment configuration: one YAML file, four frozen sections, command-line overrides applied first.
+
+A config YAML has the sections ``data`` (``data.config.DataConfig``), ``env``
+(``environments.config.EnvConfig``), ``agent`` (hyper-parameters per algorithm: ``{ppo: {...}, sac: {...}}``,
+checked against the agent layer's own config dataclass) and ``training`` (``TrainingConfig`` below).
+``evaluation`` and ``deployment`` sections belong to later layers and are carried through untouched.
+
+Overrides (``--seed 3``, ``--set env.window=20``) are applied to the raw mapping *before* the frozen
+dataclasses are built, so a config is never mutated after parsing. Every problem (unknown or missing key,
+wrong type, impossible value) raises ``data.market.DataError`` with one sentence.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.config import DataConfig, from_mapping, load_yaml, to_mapping
+from data.market import DataError
+from environments.config import EnvConfig
+
+ALGOS: tuple[str, ...] = ("ppo", "sac", "ddpg", "forecaster")
+SECTIONS: tuple[str, ...] = ("data", "env", "agent", "training")
+PASSTHROUGH_SECTIONS: tuple[str, ...] = ("evaluation", "deployment")
+CONFIG_VERSION = 1
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart.yaml"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How to train: algorithm, budget, seeds, checkpoints, validation span and walk-forward folds.
+
+    - ``algo``: one of ``ppo``, ``sac``, ``ddpg``, ``forecaster``.
+    - ``total_timesteps``: env steps summed over the ``n_envs`` parallel portfolios.
+    - ``n_envs``: portfolios stepped together by the batched env (each starts at a random day).
+    - ``checkpoint_every``: env steps between checkpoints (0: only at the end).
+    - ``eval_every``: env steps between validation evaluations; these feed TensorBoard and the Optuna
+      pruner (0: only at the end).
+    - ``val_end``: last validation day (ISO); ``""`` means ``data.end``. Validation starts the day after
+      ``data.train_end``.
+    - ``val_years``: walk-forward validation years (fold k trains on ``[data.start, Dec 31 of year-1]`` and
+      validates on the year); ``seeds``: the seeds a multi-seed run fans out over.
+    - ``torch_threads``: intra-op threads for torch (1 keeps runs bit-reproducible and CI-friendly).
+    """
+
+    algo: str = "ppo"
+    total_timesteps: int = 20_000
+    seed: int = 0
+    n_envs: int = 4
+    checkpoint_every: int = 0
+    eval_every: int = 0
+    val_end: str = ""
+    val_years: list[int] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    torch_threads: int = 1
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole experiment. ``agent`` maps an algorithm name to its hyper-parameter mapping."""
+
+    data: DataConfig
+    env: EnvConfig
+    agent: dict[str, dict[str, Any]]
+    training: TrainingConfig
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def algo(self) -> str:
+        return self.training.algo
+
+    def agent_params(self, algo: str | None = None) -> dict[str, Any]:
+        """Hyper-parameters of ``algo`` (default: the configured one); ``{}`` means the agent's defaults."""
+        return dict(self.agent.get(algo or self.algo, {}))
+
+    @property
+    def val_start(self) -> str:
+        """The first validation day: the day after ``data.train_end`` (ISO)."""
+        return str(np.datetime64(self.data.train_end, "D") + np.timedelta64(1, "D"))
+
+    @property
+    def val_end(self) -> str:
+        return self.training.val_end or self.data.end
+
+
+def parse_set_option(item: str) -> tuple[str, Any]:
+    """``"env.window=20"`` -> ``("env.window", 20)``; the value is parsed as YAML (numbers, lists, bools)."""
+    import yaml
+
+    if "=" not in item:
+        raise DataError(f"--set expects SECTION.KEY=VALUE, got '{item}'")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if "." not in key:
+        raise DataError(f"--set key '{key}' must name a section and a key, e.g. training.seed")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise DataError(f"--set value for '{key}' is not valid YAML: {raw!r}") from None
+    return key, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``raw`` with each dotted key in ``overrides`` set (``None`` values are skipped).
+
+    ``{"training.seed": 3, "agent.ppo.lr": 1e-4}``; intermediate mappings are created when missing.
+    """
+    out = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        parts = dotted.split(".")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+                node[part] = child
+            if not isinstance(child, dict):
+                raise DataError(f"cannot override '{dotted}': '{'.'.join(parts[: i + 1])}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _check_date(value: str, where: str) -> np.datetime64:
+    try:
+        return np.datetime64(value, "D")
+    except ValueError:
+        raise DataError(f"{where} must be an ISO date like 2022-12-31, got {value!r}") from None
+
+
+def agent_config_class(algo: str) -> type:
+    """The agent layer's frozen config dataclass for ``algo`` (imported lazily: torch is heavy)."""
+    if algo == "ppo":
+        from agents.ppo_agent import PPOConfig
+
+        return PPOConfig
+    if algo == "sac":
+        from agents.sac_agent import SACConfig
+
+        return SACConfig
+    if algo == "ddpg":
+        from agents.ddpg_agent import DDPGConfig
+
+        return DDPGConfig
+    if algo == "forecaster":
+        from agents.forecaster import ForecasterConfig
+
+        return ForecasterConfig
+    raise DataError(f"unknown algorithm '{algo}'; expected one of {', '.join(ALGOS)}")
+
+
+def validate_agent_params(algo: str, params: dict[str, Any]) -> Any:
+    """Build the agent's config dataclass from ``params`` (unknown key or wrong type -> DataError)."""
+    return from_mapping(agent_config_class(algo), params, f"agent.{algo}")
+
+
+def from_raw(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
+    """Build and validate an ``ExperimentConfig`` from a raw mapping (already overridden)."""
+    unknown = sorted(set(raw) - set(SECTIONS) - set(PASSTHROUGH_SECTIONS))
+    if unknown:
+        raise DataError(
+            f"unknown section '{unknown[0]}' in {where}; allowed sections are "
+            f"{', '.join(SECTIONS + PASSTHROUGH_SECTIONS)}"
+        )
+    for section in SECTIONS:
+        if section not in raw:
+            raise DataError(f"{where} has no '{section}' section")
+        if raw[section] is None:
+            raw = {**raw, section: {}}
+        if not isinstance(raw[section], dict):
+            raise DataError(f"section '{section}' of {where} must be a mapping")
+    data = from_mapping(DataConfig, raw["data"], "data")
+    if not data.universe:
+        raise DataError(f"{where} is missing the key 'data.universe'")
+    env = from_mapping(EnvConfig, raw["env"], "env")
+    training = from_mapping(TrainingConfig, raw["training"], "training")
+    agent_raw = raw["agent"]
+    for algo, params in agent_raw.items():
+        if algo not in ALGOS:
+            raise DataError(f"unknown algorithm '{algo}' in the agent section; expected one of {', '.join(ALGOS)}")
+        if params is not None and not isinstance(params, dict):
+            raise DataError(f"agent.{algo} must be a mapping of hyper-parameters")
+    agent = {algo: dict(params or {}) for algo, params in agent_raw.items()}
+    if training.algo not in ALGOS:
+        raise DataError(f"unknown algorithm '{training.algo}'; expected one of {', '.join(ALGOS)}")
+    validate_agent_params(training.algo, agent.get(training.algo, {}))
+    start = _check_date(data.start, "data.start")
+    train_end = _check_date(data.train_end, "data.train_end")
+    end = _check_date(data.end, "data.end")
+    if not start < train_end <= end:
+        raise DataError("dates must satisfy data.start < data.train_end <= data.end")
+    if training.val_end:
+        val_end = _check_date(training.val_end, "training.val_end")
+        if val_end <= train_end or val_end > end:
+            raise DataError("training.val_end must fall after data.train_end and on or before data.end")
+    if training.total_timesteps <= 0:
+        raise DataError(f"training.total_timesteps must be positive, got {training.total_timesteps}")
+    if training.n_envs <= 0:
+        raise DataError(f"training.n_envs must be positive, got {training.n_envs}")
+    if training.checkpoint_every < 0 or training.eval_every < 0:
+        raise DataError("training.checkpoint_every and training.eval_every must be >= 0")
+    if not training.seeds:
+        raise DataError("training.seeds must list at least one seed")
+    extra = {k: copy.deepcopy(raw[k]) for k in PASSTHROUGH_SECTIONS if k in raw}
+    return ExperimentConfig(data=data, env=env, agent=agent, training=training, extra=extra)
+
+
+def load_experiment(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read the YAML at ``path`` (default ``configs/quickstart.yaml``), apply ``overrides``, validate.
+
+    A run directory's ``config.json`` is accepted too (its ``experiment`` entry is used), so a run can be
+    retrained or resumed from its own record.
+    """
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if path.suffix == ".json":
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"config file '{path}' does not exist") from None
+        except json.JSONDecodeError:
+            raise DataError(f"config file '{path}' is not valid JSON") from None
+        raw = loaded.get("experiment", loaded) if isinstance(loaded, dict) else None
+        if not isinstance(raw, dict):
+            raise DataError(f"config file '{path}' must hold a mapping of sections")
+    else:
+        raw = load_yaml(str(path))
+    return from_raw(apply_overrides(raw, overrides or {}), where=f"config file '{path}'")
+
+
+def to_raw(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The inverse of ``from_raw``: a plain mapping (YAML/JSON-safe) that ``from_raw`` rebuilds exactly."""
+    out: dict[str, Any] = {
+        "data": to_mapping(cfg.data),
+        "env": to_mapping(cfg.env),
+        "agent": to_mapping(cfg.agent),
+        "training": to_mapping(cfg.training),
+    }
+    out.update(copy.deepcopy(cfg.extra))
+    return out
+
+
+def write_yaml(cfg: ExperimentConfig, path: str | Path, header: str = "") -> None:
+    """Write ``cfg`` as a YAML file ``train.py --config`` accepts (temp file + rename)."""
+    import os
+
+    import yaml
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    text = yaml.safe_dump(to_raw(cfg), sort_keys=False, default_flow_style=None)
+    if header:
+        text = "".join(f"# {line}\n" for line in header.splitlines()) + text
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
