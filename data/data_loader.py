@@ -170,7 +170,8 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
           verbose: bool = True) -> MarketData:
     """Align per-ticker frames (from ``validate_ohlcv``) on the 7-day calendar of ``[start, end]``.
 
-    The calendar is trimmed to the days between the first and the last quote of any kept asset.
+    The calendar is trimmed to the days between the first and the last quote of any kept asset. An
+    asset quoted before ``start`` is listed from the first day, at its last close before the span.
     ``missing`` maps tickers the source lacks to a reason; they and assets with fewer than
     ``min_history_days`` quotes in the span are dropped, reported in ``MarketData.dropped``/``notes``
     and printed to stderr when ``verbose``. Raises ``DataError`` when fewer than 2 assets remain.
@@ -180,6 +181,7 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
     reasons = dict(missing or {})
     kept: list[str] = []
     clipped: dict[str, pd.DataFrame] = {}
+    carried_in: dict[str, float] = {}  # last close before the span, carried into its first days
     for ticker in universe.tickers:
         if ticker in reasons:
             continue
@@ -194,6 +196,9 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
         else:
             kept.append(ticker)
             clipped[ticker] = sub
+            before = frame["Close"].to_numpy()[idx < lo]
+            if len(before):
+                carried_in[ticker] = float(before[-1])
     if not kept:
         raise DataError(f"no data between {start} and {end} for any ticker of the universe "
                         f"(source '{source}')")
@@ -201,7 +206,7 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
         dropped = ", ".join(f"{t} ({r})" for t, r in reasons.items())
         raise DataError(f"only {kept[0]} has enough history between {start} and {end}; at least 2 assets "
                         f"are needed (dropped: {dropped})")
-    first = min(np.datetime64(f.index[0], "D") for f in clipped.values())
+    first = lo if carried_in else min(np.datetime64(f.index[0], "D") for f in clipped.values())
     last = max(np.datetime64(f.index[-1], "D") for f in clipped.values())
     days = np.arange(first, last + 1, dtype="datetime64[D]")
     notes = [f"dropped {t}: {r}" for t, r in reasons.items()]
@@ -212,6 +217,7 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
     out = {c: np.full(shape, np.nan) for c in PRICE_COLUMNS}
     volume = np.zeros(shape)
     quoted = np.zeros(shape, dtype=bool)
+    has_price = np.zeros(shape, dtype=bool)
     for i, ticker in enumerate(sub_universe.tickers):
         frame = clipped[ticker]
         pos = (frame.index.to_numpy().astype("datetime64[D]") - first).astype(np.int64)
@@ -222,6 +228,10 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
         close = np.full(len(days), np.nan)
         close[pos] = frame["Close"].to_numpy()
         close[live] = close[last_q[live]]
+        if ticker in carried_in:  # quoted before the span: listed, at its last close, until it quotes
+            close[: pos[0]] = carried_in[ticker]
+            live[: pos[0]] = True
+        has_price[:, i] = live
         for col in PRICE_COLUMNS:
             col_v = close.copy()  # closed days: a flat bar at the carried close
             col_v[pos] = frame[col].to_numpy()
@@ -230,14 +240,13 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
         last_day = np.datetime64(frame.index[-1], "D")
         if last_day < last - 6:
             notes.append(f"{ticker}'s last quote is {last_day}; its price is carried over after that")
-    listed = np.maximum.accumulate(quoted, axis=0)
     if verbose:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
     return MarketData(
         dates=days, tickers=sub_universe.tickers, categories=sub_universe.categories,
         open=out["Open"], high=out["High"], low=out["Low"], close=out["Close"], volume=volume,
-        listed=listed, tradable=quoted, source=source, dropped=tuple(reasons), notes=tuple(notes),
+        listed=has_price, tradable=quoted, source=source, dropped=tuple(reasons), notes=tuple(notes),
     )
 
 
