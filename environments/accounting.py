@@ -1,0 +1,292 @@
+"""The step kernel: exact portfolio accounting for M portfolios in one vectorised numpy call.
+
+Both ``CryptoHedgeFundEnv`` (M = 1) and ``BatchedHedgeFundEnv`` (M portfolios) call
+``step_portfolios``; there is no other accounting code, so the two agree to the last bit.
+
+Conventions (shapes: M portfolios, N risky assets, slot N is the cash leg):
+
+- Weights are fractions of NAV, shape (M, N+1), summing to 1. Long-only without margin; with
+  margin the cash slot may be negative (borrowed money).
+- Day t's decision is taken after t's close. Trades execute at t's close, then the portfolio earns
+  ``returns[t]`` (close t -> close t+1), weights drift, and the next decision happens at t+1.
+
+One step, in order:
+
+1. **Action -> simplex.** ``x = a / a.sum()`` (an all-zero action means all cash).
+2. **Closed assets.** An asset that is not tradable on day t (market closed, or not listed yet)
+   keeps its drifted weight ``w_i`` (0 if unlisted). The action's share on tradable assets and cash
+   is rescaled to fill the remaining budget ``1 - sum_closed w_i / L``: ``target_j = L * x_j *
+   budget / sum_{tradable or cash} x`` for tradable risky j, where ``L`` is the leverage (1 without
+   margin). The map is the identity on a simplex action whose closed entries already equal ``w / L``.
+3. **Drawdown control.** If on and realised volatility (annualised) or drawdown is above its
+   threshold, tradable risky targets are multiplied by ``dd_scale``.
+4. **Cap.** Tradable risky targets are clipped at ``max_weight``; cash absorbs everything left:
+   ``cash = 1 - sum_i target_i``.
+5. **Costs.** With ``d_i = |target_i - w_i| * NAV`` the traded notional (currency):
+   ``fee = sum_i fee_rate_i * d_i`` and ``slippage = sum_i slip_rate_i * d_i * sqrt(d_i / (0.01 * ADV_i))``
+   (square-root impact: the slippage rate equals ``slip_rate_i`` for a trade of 1% of the average
+   daily dollar volume ``ADV_i`` and grows with the square root of the trade's size; where ADV is
+   unknown (0) the rate is the flat ``slip_rate_i``). Costs are paid pro rata out of the
+   post-trade holdings, so post-trade weights equal the targets exactly and
+   ``NAV_post = NAV - fee - slippage``.
+6. **Returns and drift.** Holdings ``h_i = target_i * NAV_post * (1 + r_i)``; cash earns
+   ``cash_rate / 365`` per day when positive and pays ``borrow_rate / 365`` when negative.
+   ``NAV_{t+1} = sum h``; new weights ``h / NAV_{t+1}``.
+7. **Margin.** With margin on, if ``NAV_{t+1} < maintenance_margin * sum_i |h_i|`` every position is
+   closed, ``liquidation_penalty * sum_i |h_i|`` is charged, and the episode terminates. A NAV at or
+   below 0 (any mode) is bankruptcy: NAV is floored at 0 and the episode terminates.
+8. **Reward** (see ``environments.rewards``) minus ``concentration_penalty * sum_i target_i**2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from environments.config import EnvConfig
+from environments.rewards import differential_sharpe, rolling_vol
+
+#: Intervention bit flags reported per portfolio per step; ``decode_flags`` turns them into names.
+WEIGHT_CAP, DRAWDOWN_CONTROL, CLOSED_ASSET, LIQUIDATION, BANKRUPTCY = 1, 2, 4, 8, 16
+FLAG_NAMES: tuple[tuple[int, str], ...] = (
+    (WEIGHT_CAP, "weight_cap"),
+    (DRAWDOWN_CONTROL, "drawdown_control"),
+    (CLOSED_ASSET, "closed_asset"),
+    (LIQUIDATION, "liquidation"),
+    (BANKRUPTCY, "bankruptcy"),
+)
+_TOL = 1e-12
+DAYS_PER_YEAR = 365.0
+
+
+def decode_flags(flags: int) -> list[str]:
+    """Names of the interventions set in one portfolio's ``flags`` integer."""
+    return [name for bit, name in FLAG_NAMES if int(flags) & bit]
+
+
+@dataclass(frozen=True)
+class MarketArrays:
+    """What the kernel reads from the market, all indexed by day t on axis 0.
+
+    - ``returns`` (T, N) float64: simple return close t -> t+1 (0 where unlisted or unknown).
+    - ``tradable`` (T, N) bool: the asset can be traded at t's close.
+    - ``adv`` (T, N) float64: trailing average daily dollar volume up to day t (0 = unknown).
+    - ``fee_rate`` (N,) float64: fee as a fraction of traded notional (10 bps = 0.001).
+    - ``slip_rate`` (N,) float64: slippage fraction for a trade of 1% of ADV.
+    """
+
+    returns: np.ndarray
+    tradable: np.ndarray
+    adv: np.ndarray
+    fee_rate: np.ndarray
+    slip_rate: np.ndarray
+
+
+@dataclass
+class PortfolioState:
+    """State of M portfolios between two decisions (after the drift to day t's close).
+
+    ``nav`` (M,) currency; ``weights`` (M, N+1) fractions of NAV, cash last; ``peak`` (M,) highest NAV
+    so far; ``log_returns`` (M, K) the last K daily log returns, newest last; ``n_returns`` (M,) how
+    many of those are real (<= K); ``dsr_a``/``dsr_b`` (M,) the EMAs of return and squared return.
+    """
+
+    nav: np.ndarray
+    weights: np.ndarray
+    peak: np.ndarray
+    log_returns: np.ndarray
+    n_returns: np.ndarray
+    dsr_a: np.ndarray
+    dsr_b: np.ndarray
+
+    @classmethod
+    def initial(cls, navs: np.ndarray, weights: np.ndarray, vol_window: int) -> PortfolioState:
+        """Fresh portfolios with NAV ``navs`` (M,) and weights (M, N+1); no return history."""
+        m = navs.shape[0]
+        return cls(
+            nav=np.asarray(navs, dtype=np.float64).copy(),
+            weights=np.asarray(weights, dtype=np.float64).copy(),
+            peak=np.asarray(navs, dtype=np.float64).copy(),
+            log_returns=np.zeros((m, vol_window)),
+            n_returns=np.zeros(m, dtype=np.int64),
+            dsr_a=np.zeros(m),
+            dsr_b=np.zeros(m),
+        )
+
+    def replace_rows(self, rows: np.ndarray, other: PortfolioState) -> None:
+        """Overwrite portfolios ``rows`` (bool mask (M,)) with those of ``other`` (same M)."""
+        for name in ("nav", "weights", "peak", "log_returns", "n_returns", "dsr_a", "dsr_b"):
+            getattr(self, name)[rows] = getattr(other, name)[rows]
+
+
+class StepOutcome(NamedTuple):
+    """Per-portfolio results of one step; every field has leading shape (M,).
+
+    ``target`` (M, N+1) post-trade weights; ``fee``/``slippage`` currency; ``turnover`` sum of
+    |risky weight change| (fraction of NAV); ``cost_frac`` (fee + slippage) / pre-trade NAV;
+    ``log_return`` log(NAV_{t+1}/NAV_t); ``drawdown`` 1 - NAV/peak; ``gross_leverage`` sum |risky
+    weights| after drift; ``flags`` intervention bits; ``terminated`` liquidation or bankruptcy.
+    """
+
+    reward: np.ndarray
+    target: np.ndarray
+    fee: np.ndarray
+    slippage: np.ndarray
+    turnover: np.ndarray
+    cost_frac: np.ndarray
+    log_return: np.ndarray
+    drawdown: np.ndarray
+    gross_leverage: np.ndarray
+    flags: np.ndarray
+    terminated: np.ndarray
+
+
+def check_actions(actions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Validate raw actions and return them as float64; raise ``ValueError`` with one sentence.
+
+    Actions must have ``shape`` and hold finite, non-negative numbers. Nothing is repaired.
+    """
+    try:
+        arr = np.asarray(actions, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"action must be an array of numbers with shape {shape}") from None
+    if arr.shape != shape:
+        raise ValueError(f"action must have shape {shape}, got {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError("action contains NaN or infinite values")
+    if (arr < 0).any():
+        raise ValueError("action contains negative values; actions are non-negative portfolio scores")
+    return arr
+
+
+def target_weights(
+    actions: np.ndarray, weights: np.ndarray, tradable: np.ndarray, leverage: float,
+    max_weight: float, risky_scale: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1-4 of the module docstring: actions (M, N+1) -> post-trade weights (M, N+1), flags (M,).
+
+    ``weights`` (M, N+1) are the current drifted weights, ``tradable`` (M, N) bool the day's mask,
+    ``risky_scale`` (M,) the drawdown-control factor (1 = no scaling).
+    """
+    n = tradable.shape[1]
+    total = actions.sum(axis=1)
+    x = np.zeros_like(actions)
+    x[:, n] = 1.0
+    nz = total > 0
+    x[nz] = actions[nz] / total[nz, None]
+
+    held = np.where(tradable, 0.0, weights[:, :n])
+    closed_moved = (~tradable & (np.abs(x[:, :n] - held / leverage) > 1e-9)).any(axis=1)
+    budget = np.maximum(1.0 - held.sum(axis=1) / leverage, 0.0)
+    xo = x.copy()
+    xo[:, :n] *= tradable
+    open_sum = xo.sum(axis=1)
+    empty = open_sum <= 0
+    if empty.any():
+        xo[empty, n] = 1.0
+        open_sum[empty] = 1.0
+    factor = budget / open_sum * risky_scale * leverage
+    risky = xo[:, :n] * factor[:, None]
+    capped = (risky > max_weight + _TOL).any(axis=1)
+    np.minimum(risky, max_weight, out=risky)
+    risky += held
+    target = np.empty_like(weights)
+    target[:, :n] = risky
+    target[:, n] = 1.0 - risky.sum(axis=1)
+    flags = np.where(capped, WEIGHT_CAP, 0) | np.where(closed_moved, CLOSED_ASSET, 0)
+    return target, flags
+
+
+def step_portfolios(
+    state: PortfolioState, actions: np.ndarray, t: np.ndarray, market: MarketArrays, cfg: EnvConfig,
+) -> tuple[PortfolioState, StepOutcome]:
+    """Advance M portfolios from day ``t`` (M,) int to ``t + 1``; see the module docstring.
+
+    ``actions`` (M, N+1) must already have passed ``check_actions``. Returns the new state (new
+    arrays; ``state`` is not modified) and the step's outcome.
+    """
+    n = market.fee_rate.shape[0]
+    nav = state.nav
+    tradable = market.tradable[t]
+    returns = market.returns[t]
+
+    vol = rolling_vol(state.log_returns, state.n_returns)
+    drawdown_now = 1.0 - nav / state.peak
+    if cfg.drawdown_control:
+        active = (vol * np.sqrt(DAYS_PER_YEAR) > cfg.dd_vol_threshold) | (drawdown_now > cfg.dd_threshold)
+        scale = np.where(active, cfg.dd_scale, 1.0)
+    else:
+        active = np.zeros(nav.shape, dtype=bool)
+        scale = np.ones(nav.shape)
+    target, flags = target_weights(actions, state.weights, tradable, cfg.leverage, cfg.max_weight, scale)
+    flags = flags | np.where(active, DRAWDOWN_CONTROL, 0)
+
+    # Costs on traded notional (currency).
+    risky = target[:, :n]
+    traded = np.abs(risky - state.weights[:, :n]) * nav[:, None]
+    turnover = np.abs(risky - state.weights[:, :n]).sum(axis=1)
+    fee = traded @ (market.fee_rate * cfg.cost_scale)
+    if cfg.slippage and cfg.cost_scale > 0:
+        adv = market.adv[t]
+        known = adv > 0
+        impact = np.where(known, np.sqrt(traded / np.where(known, 0.01 * adv, 1.0)), 1.0)
+        slippage = (traded * impact) @ (market.slip_rate * cfg.cost_scale)
+    else:
+        slippage = np.zeros_like(fee)
+    nav_post = nav - fee - slippage
+
+    # Returns and drift.
+    cash = target[:, n]
+    cash_ret = np.where(cash >= 0, cfg.cash_rate, cfg.borrow_rate) / DAYS_PER_YEAR
+    holdings = np.empty_like(target)
+    holdings[:, :n] = risky * (1.0 + returns) * nav_post[:, None]
+    holdings[:, n] = cash * (1.0 + cash_ret) * nav_post
+    nav_new = holdings.sum(axis=1)
+    gross_notional = np.abs(holdings[:, :n]).sum(axis=1)
+
+    bankrupt = nav_new <= 0
+    liquidated = np.zeros_like(bankrupt)
+    if cfg.margin:
+        liquidated = ~bankrupt & (nav_new < cfg.maintenance_margin * gross_notional)
+        nav_new = np.where(liquidated, nav_new - cfg.liquidation_penalty * gross_notional, nav_new)
+        bankrupt = bankrupt | (nav_new <= 0)
+    closed_out = liquidated | bankrupt
+    nav_new = np.maximum(nav_new, 0.0)
+    safe_nav = np.where(nav_new > 0, nav_new, 1.0)
+    weights_new = holdings / safe_nav[:, None]
+    if closed_out.any():
+        weights_new[closed_out] = 0.0
+        weights_new[closed_out, n] = 1.0
+    flags = flags | np.where(liquidated, LIQUIDATION, 0) | np.where(bankrupt, BANKRUPTCY, 0)
+
+    # Bookkeeping for rewards and risk.
+    ratio = nav_new / nav
+    log_ret = np.log(np.maximum(ratio, 1e-6))
+    peak = np.maximum(state.peak, nav_new)
+    drawdown = 1.0 - nav_new / peak
+    log_returns = np.empty_like(state.log_returns)
+    log_returns[:, :-1] = state.log_returns[:, 1:]
+    log_returns[:, -1] = log_ret
+    n_returns = np.minimum(state.n_returns + 1, log_returns.shape[1])
+    cost_frac = (fee + slippage) / nav
+
+    dsr_a, dsr_b = state.dsr_a, state.dsr_b
+    if cfg.reward == "log_return":
+        reward = log_ret
+    elif cfg.reward == "dsr":
+        reward, dsr_a, dsr_b = differential_sharpe(ratio - 1.0, state.dsr_a, state.dsr_b, cfg.dsr_eta)
+    else:
+        vol_new = rolling_vol(log_returns, n_returns)
+        reward = cfg.alpha * log_ret - cfg.beta * vol_new - cfg.gamma * drawdown - cfg.delta * cost_frac
+    if cfg.concentration_penalty:
+        reward = reward - cfg.concentration_penalty * (risky * risky).sum(axis=1)
+
+    new_state = PortfolioState(nav_new, weights_new, peak, log_returns, n_returns, dsr_a, dsr_b)
+    outcome = StepOutcome(
+        reward=reward, target=target, fee=fee, slippage=slippage, turnover=turnover,
+        cost_frac=cost_frac, log_return=log_ret, drawdown=drawdown,
+        gross_leverage=np.abs(weights_new[:, :n]).sum(axis=1), flags=flags, terminated=closed_out,
+    )
+    return new_state, outcome

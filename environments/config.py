@@ -1,0 +1,123 @@
+"""Typed configuration of the trading environment (the YAML ``env:`` section).
+
+Load it with ``data.config.from_mapping(EnvConfig, yaml["env"], "env")``; every field has a
+default, so an empty section gives the defaults below. Invalid values raise ``DataError`` (a
+``ValueError``) with one sentence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from data.market import DataError
+
+REWARDS: tuple[str, ...] = ("log_return", "dsr", "risk_adjusted")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Every knob of ``CryptoHedgeFundEnv`` / ``BatchedHedgeFundEnv``.
+
+    Units: weights and thresholds are fractions of NAV (0.5 = 50%); rates are annual decimals
+    (0.05 = 5% a year) applied per calendar day as ``rate / 365``; money is in the quote currency.
+
+    Portfolio and episode
+    - ``window``: days of features in an observation (the decision day and ``window - 1`` before it).
+    - ``max_weight``: cap on each risky asset's post-trade weight (fraction of NAV); the excess goes to cash.
+    - ``concentration_penalty``: ``c`` in ``reward -= c * sum_i w_i**2`` over post-trade risky weights.
+    - ``episode_length``: decisions per episode; 0 runs from the random start to the end of the span.
+    - ``initial_nav``: starting net asset value (currency); slippage depends on it through trade size.
+
+    Rewards (``reward``): ``"log_return"`` = ``log(NAV_{t+1} / NAV_t)``; ``"dsr"`` = Moody & Saffell's
+    differential Sharpe ratio of the simple return with EMA decay ``dsr_eta``; ``"risk_adjusted"`` =
+    ``alpha * log_return - beta * vol20 - gamma * drawdown - delta * cost`` with ``vol20`` the sample
+    standard deviation of the last ``vol_window`` daily log returns (daily units), ``drawdown`` =
+    ``1 - NAV / peak NAV`` and ``cost`` = fee + slippage as a fraction of the pre-trade NAV.
+
+    Costs
+    - ``cost_scale``: multiplies every fee and slippage rate (0 = frictionless).
+    - ``slippage``: switch the square-root impact term on or off.
+    - ``adv_window``: days in the trailing average daily dollar volume used by the impact rule.
+
+    Drawdown control (``drawdown_control``): before a trade, if the annualised realised volatility
+    (``vol20 * sqrt(365)``) exceeds ``dd_vol_threshold`` or the drawdown exceeds ``dd_threshold``,
+    the tradable risky target weights are multiplied by ``dd_scale`` and the rest goes to cash.
+
+    Margin (``margin``): risky weights are ``max_leverage`` times the action's risky share, the
+    cash leg goes negative (borrowed) and pays ``borrow_rate``; positive cash earns ``cash_rate``.
+    When equity falls strictly below ``maintenance_margin`` times gross exposure, every position
+    is closed at a penalty of ``liquidation_penalty`` times gross exposure and the episode terminates.
+    """
+
+    window: int = 60
+    max_weight: float = 0.5
+    concentration_penalty: float = 0.0
+    episode_length: int = 0
+    reward: str = "log_return"
+    dsr_eta: float = 0.01
+    alpha: float = 1.0
+    beta: float = 0.1
+    gamma: float = 0.1
+    delta: float = 1.0
+    cost_scale: float = 1.0
+    slippage: bool = True
+    adv_window: int = 20
+    vol_window: int = 20
+    drawdown_control: bool = False
+    dd_vol_threshold: float = 1.0
+    dd_threshold: float = 0.25
+    dd_scale: float = 0.5
+    margin: bool = False
+    max_leverage: float = 2.0
+    borrow_rate: float = 0.08
+    maintenance_margin: float = 0.25
+    liquidation_penalty: float = 0.05
+    cash_rate: float = 0.0
+    initial_nav: float = 1_000_000.0
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise DataError(f"env.{msg}")
+
+        for name in ("window", "episode_length", "adv_window", "vol_window"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                bad(f"{name} must be an integer, got {getattr(self, name)!r}")
+        for name in (
+            "max_weight", "concentration_penalty", "dsr_eta", "alpha", "beta", "gamma", "delta",
+            "cost_scale", "dd_vol_threshold", "dd_threshold", "dd_scale", "max_leverage",
+            "borrow_rate", "maintenance_margin", "liquidation_penalty", "cash_rate", "initial_nav",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                bad(f"{name} must be a finite number, got {value!r}")
+        if self.window < 1:
+            bad(f"window must be at least 1, got {self.window}")
+        if self.episode_length < 0:
+            bad(f"episode_length must be 0 (to the end) or positive, got {self.episode_length}")
+        if self.adv_window < 1 or self.vol_window < 2:
+            bad("adv_window must be >= 1 and vol_window >= 2")
+        if self.reward not in REWARDS:
+            bad(f"reward must be one of {', '.join(REWARDS)}, got '{self.reward}'")
+        if not 0.0 < self.dsr_eta < 1.0:
+            bad(f"dsr_eta must be in (0, 1), got {self.dsr_eta}")
+        if self.max_leverage < 1.0:
+            bad(f"max_leverage must be at least 1, got {self.max_leverage}")
+        cap_limit = self.leverage
+        if not 0.0 < self.max_weight <= cap_limit:
+            bad(f"max_weight must be in (0, {cap_limit:g}], got {self.max_weight}")
+        for name in ("concentration_penalty", "cost_scale", "borrow_rate", "liquidation_penalty",
+                     "dd_vol_threshold", "dd_threshold"):
+            if getattr(self, name) < 0:
+                bad(f"{name} must be non-negative, got {getattr(self, name)}")
+        if not 0.0 <= self.dd_scale <= 1.0:
+            bad(f"dd_scale must be in [0, 1], got {self.dd_scale}")
+        if not 0.0 <= self.maintenance_margin < 1.0:
+            bad(f"maintenance_margin must be in [0, 1), got {self.maintenance_margin}")
+        if self.initial_nav <= 0:
+            bad(f"initial_nav must be positive, got {self.initial_nav}")
+
+    @property
+    def leverage(self) -> float:
+        """Gross leverage the action can reach: ``max_leverage`` with margin on, else 1."""
+        return float(self.max_leverage) if self.margin else 1.0
