@@ -33,6 +33,7 @@ if __package__ in (None, ""):
 import argparse
 import dataclasses
 import hashlib
+import os
 import sys
 import time
 import warnings
@@ -418,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"computing features for {market.n_assets} assets x {market.n_days} days", flush=True)
         store = build_feature_store(market, cfg.train_end, clip=cfg.clip, progress=True)
         print(f"writing TFRecords to {args.out}", flush=True)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the console
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
         from data.tf_pipeline import write_store
 
         files = write_store(store, args.out)
