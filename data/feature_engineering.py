@@ -62,12 +62,26 @@ NEUTRAL: dict[str, float] = {
 }
 
 
-def _col(frame: pd.DataFrame, prefix: str) -> pd.Series:
-    """The column of a pandas-ta result whose name starts with ``prefix`` (names differ across versions)."""
+def _col(frame: pd.DataFrame | None, prefix: str, like: pd.Series) -> pd.Series:
+    """The column of a pandas-ta result whose name starts with ``prefix`` (names differ across versions).
+
+    pandas-ta returns None when the series is shorter than the indicator's length: all NaN then.
+    """
+    if frame is None:
+        return _nan_like(like)
     for name in frame.columns:
         if str(name).startswith(prefix):
             return frame[name]
     raise KeyError(f"pandas-ta result has no column starting with {prefix!r}: {list(frame.columns)}")
+
+
+def _nan_like(like: pd.Series) -> pd.Series:
+    return pd.Series(np.nan, index=like.index)
+
+
+def _s(result: pd.Series | None, like: pd.Series) -> pd.Series:
+    """A pandas-ta Series result, all NaN where pandas-ta gave None (too few rows)."""
+    return _nan_like(like) if result is None else result
 
 
 def asset_features(o: pd.Series, h: pd.Series, lo: pd.Series, c: pd.Series, v: pd.Series) -> dict[str, pd.Series]:
@@ -95,21 +109,21 @@ def asset_features(o: pd.Series, h: pd.Series, lo: pd.Series, c: pd.Series, v: p
     f["sharpe_21"] = lr.rolling(21).mean() / f["rvol_21"]
     f["sharpe_63"] = lr.rolling(63).mean() / f["rvol_63"]
     for n in (7, 14, 28):
-        f[f"rsi_{n}"] = ta.rsi(c, length=n)
+        f[f"rsi_{n}"] = _s(ta.rsi(c, length=n), c)
     macd = ta.macd(c, fast=12, slow=26, signal=9)
-    f["macd_line"] = _col(macd, "MACD_") / c
-    f["macd_signal"] = _col(macd, "MACDs_") / c
-    f["macd_hist"] = _col(macd, "MACDh_") / c
+    f["macd_line"] = _col(macd, "MACD_", c) / c
+    f["macd_signal"] = _col(macd, "MACDs_", c) / c
+    f["macd_hist"] = _col(macd, "MACDh_", c) / c
     for n in SMA_WINDOWS:
-        f[f"sma_{n}"] = c / ta.sma(c, length=n) - 1.0
+        f[f"sma_{n}"] = c / _s(ta.sma(c, length=n), c) - 1.0
     for n in EMA_WINDOWS:
-        f[f"ema_{n}"] = c / ta.ema(c, length=n) - 1.0
-    f["sma_50_200"] = ta.sma(c, length=50) / ta.sma(c, length=200) - 1.0
+        f[f"ema_{n}"] = c / _s(ta.ema(c, length=n), c) - 1.0
+    f["sma_50_200"] = _s(ta.sma(c, length=50), c) / _s(ta.sma(c, length=200), c) - 1.0
     bb = ta.bbands(c, length=20, std=2.0)
-    f["bb_pctb_20"] = _col(bb, "BBP_")
-    f["bb_width_20"] = _col(bb, "BBB_") / 100.0
-    f["atr_14"] = ta.atr(h, lo, c, length=14) / c
-    obv = ta.obv(c, v)
+    f["bb_pctb_20"] = _col(bb, "BBP_", c)
+    f["bb_width_20"] = _col(bb, "BBB_", c) / 100.0
+    f["atr_14"] = _s(ta.atr(h, lo, c, length=14), c) / c
+    obv = _s(ta.obv(c, v), c)
     f["obv_z_63"] = (obv - obv.rolling(63).mean()) / obv.rolling(63).std()
     logv = np.log1p(v)
     for k in (21, 63):
@@ -121,21 +135,21 @@ def asset_features(o: pd.Series, h: pd.Series, lo: pd.Series, c: pd.Series, v: p
         f[f"skew_{k}"] = lr.rolling(k).skew()
         f[f"kurt_{k}"] = lr.rolling(k).kurt()
     stoch = ta.stoch(h, lo, c, k=14, d=3, smooth_k=3)
-    f["stoch_k"] = _col(stoch, "STOCHk_")
-    f["stoch_d"] = _col(stoch, "STOCHd_")
-    f["willr_14"] = ta.willr(h, lo, c, length=14)
-    f["cci_20"] = ta.cci(h, lo, c, length=20)
+    f["stoch_k"] = _col(stoch, "STOCHk_", c)
+    f["stoch_d"] = _col(stoch, "STOCHd_", c)
+    f["willr_14"] = _s(ta.willr(h, lo, c, length=14), c)
+    f["cci_20"] = _s(ta.cci(h, lo, c, length=20), c)
     adx = ta.adx(h, lo, c, length=14)
-    f["adx_14"] = _col(adx, "ADX_")
-    f["dmp_14"] = _col(adx, "DMP_")
-    f["dmn_14"] = _col(adx, "DMN_")
-    f["mfi_14"] = ta.mfi(h, lo, c, v, length=14)
-    f["aroon_osc_25"] = _col(ta.aroon(h, lo, length=25), "AROONOSC_")
-    f["uo"] = ta.uo(h, lo, c)
-    f["cmf_20"] = ta.cmf(h, lo, c, v, length=20)
-    f["zscore_20"] = ta.zscore(c, length=20)
+    f["adx_14"] = _col(adx, "ADX_", c)
+    f["dmp_14"] = _col(adx, "DMP_", c)
+    f["dmn_14"] = _col(adx, "DMN_", c)
+    f["mfi_14"] = _s(ta.mfi(h, lo, c, v, length=14), c)
+    f["aroon_osc_25"] = _col(ta.aroon(h, lo, length=25), "AROONOSC_", c)
+    f["uo"] = _s(ta.uo(h, lo, c), c)
+    f["cmf_20"] = _s(ta.cmf(h, lo, c, v, length=20), c)
+    f["zscore_20"] = _s(ta.zscore(c, length=20), c)
     dc = ta.donchian(h, lo, lower_length=20, upper_length=20)
-    low20, high20 = _col(dc, "DCL_"), _col(dc, "DCU_")
+    low20, high20 = _col(dc, "DCL_", c), _col(dc, "DCU_", c)
     f["donchian_pos_20"] = (c - low20) / (high20 - low20)
     hl = (h - lo) / c
     f["hl_range"] = hl

@@ -7,11 +7,16 @@ Everything in the project imports ``ta`` from here, never either package directl
 
 from __future__ import annotations
 
+import logging
 import sys
 
 if sys.version_info >= (3, 12):  # pragma: no cover - depends on the interpreter
     import pandas_ta as ta
 else:
     import pandas_ta_classic as ta
+
+# "Series has 170 rows but indicator requires at least 200. Returning None." is expected for assets
+# listed late (the caller turns None into NaN); keep it off the console.
+logging.getLogger(ta.__name__).setLevel(logging.ERROR)
 
 __all__ = ["ta"]
