@@ -2,7 +2,7 @@
 
 The market has one hidden state, a 2-state Markov regime (calm / stress), and two common factors:
 
-- a crypto factor with GARCH(1,1) variance and unit-variance Student-t(5) shocks (fat tails,
+- a crypto factor with GARCH(1,1) variance and unit-variance Student-t(6) shocks (fat tails,
   volatility clustering); growth cryptos load on it with a correlation that rises from 0.35 in calm
   to 0.85 in stress, and drift down together in stress (crypto crashes together);
 - an equity factor (GARCH(1,1), Student-t shocks, correlated with the crypto factor, more so in
@@ -12,8 +12,8 @@ The market has one hidden state, a 2-state Markov regime (calm / stress), and tw
 Asset kinds and what they do:
 
 - ``crypto``: factor + idiosyncratic Student-t noise, quoted 7 days a week;
-- ``vol_etf`` (UVXY/VXX-like): strong negative carry in calm (decays), positive carry and a short
-  equity-shock exposure in stress (spikes);
+- ``vol_etf`` (UVXY/VXX-like): short the equity shock with leverage; strong negative carry in calm
+  (decays), a jump up in the first week of a stress episode (spikes), flat carry for the rest of it;
 - ``futures_etf`` (BITO-like): BTC's path minus a roll drag of ~10%/yr plus small tracking noise;
 - ``equity``, ``bond``, ``gold``: traditional ETFs with equity-like or bond-like volatility;
 - ``cash`` (BIL/SHV/SHY): T-bill drift of ~4%/yr accrued every calendar day, tiny noise;
@@ -51,17 +51,18 @@ LISTING_DATES: dict[str, str] = {
 P_CALM_TO_STRESS = 1.0 / 150.0  # per day: a stress episode starts about every 5 months
 P_STRESS_TO_CALM = 1.0 / 25.0  # per day: an episode lasts 25 days on average
 STRESS_SHARE = P_CALM_TO_STRESS / (P_CALM_TO_STRESS + P_STRESS_TO_CALM)  # stationary share, 1/7
-T_DOF = 5.0  # Student-t degrees of freedom of every shock (excess kurtosis 6)
-GARCH_ALPHA, GARCH_BETA = 0.07, 0.90  # unit-variance GARCH(1,1): omega = 1 - alpha - beta
+T_DOF = 6.0  # Student-t degrees of freedom of every shock (excess kurtosis 3)
+GARCH_ALPHA, GARCH_BETA = 0.10, 0.86  # unit-variance GARCH(1,1): omega = 1 - alpha - beta
 CRYPTO_CORR = (0.35, 0.85)  # (calm, stress) correlation of a crypto with the crypto factor's return
 CRYPTO_VOL_MULT = (1.0, 1.6)  # (calm, stress) multiplier of crypto volatility
-CRYPTO_STRESS_DRIFT = -0.008  # daily log drift of cryptos in stress (with beta 1)
+CRYPTO_STRESS_DRIFT = -0.015  # daily log drift of cryptos in stress (with beta 1)
 EQUITY_VOL = 0.009  # daily equity-factor volatility in calm
 EQUITY_VOL_MULT = (1.0, 2.2)
 EQUITY_DRIFT = (0.0006, -0.0015)  # (calm, stress) daily log drift of the equity factor
 CRYPTO_EQUITY_CORR = (0.2, 0.5)  # (calm, stress) correlation of crypto and equity shocks
 VIX_BETA = 4.0  # daily log return of a 1x vol ETF per unit of (negative) equity shock
-VOL_CARRY = (-0.004, 0.012)  # (calm, stress) daily log carry of a 1x vol ETF
+VOL_CARRY = (-0.006, 0.0)  # (calm, stress) daily log carry of a 1x vol ETF (contango / backwardation)
+VOL_SPIKE, SPIKE_DAYS = 0.05, 7  # extra daily log return in the first SPIKE_DAYS days of a stress episode
 SAFE_HAVEN_CORR = (-0.05, -0.35)  # (calm, stress) correlation of bonds/gold with the equity shock
 SAFE_HAVEN_STRESS_DRIFT = 0.0004  # extra daily log drift of bonds/gold in stress
 TBILL_RATE = 0.04  # annual, accrued per calendar day by cash legs
@@ -103,7 +104,7 @@ PROFILES: dict[str, AssetProfile] = {
     "LTC-USD": AssetProfile("crypto", 0.045, 0.05, 1.1, 50.0, 5e8),
     "DOGE-USD": AssetProfile("crypto", 0.060, 0.20, 1.2, 0.002, 3e8),
     "ETHW-USD": AssetProfile("crypto", 0.080, -0.50, 1.2, 30.0, 5e7),
-    "BITO": AssetProfile("futures_etf", 0.004, -ROLL_DRAG, 1.0, 20.0, 5e8),
+    "BITO": AssetProfile("futures_etf", 0.002, -ROLL_DRAG, 1.0, 20.0, 5e8),
     "UVXY": AssetProfile("vol_etf", 0.010, 0.0, 1.5, 1_000.0, 1e9),
     "VXX": AssetProfile("vol_etf", 0.008, 0.0, 1.0, 100.0, 5e8),
     "SPY": AssetProfile("equity", 0.002, 0.0, 1.0, 300.0, 3e10),
@@ -185,6 +186,7 @@ def _garch_unit(shocks: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class _Factors:
     stress: np.ndarray  # (T,) bool
+    stress_age: np.ndarray  # (T,) int: day number inside the current stress episode (1, 2, ...), 0 in calm
     crypto: np.ndarray  # (T,) crypto factor shock, variance h_crypto
     h_crypto: np.ndarray  # (T,)
     equity: np.ndarray  # (T,) equity factor shock with unit unconditional variance
@@ -200,7 +202,10 @@ def _factors(n_days: int, seed: int) -> _Factors:
     rho = np.asarray(CRYPTO_EQUITY_CORR)[s]
     ze = rho * zc + np.sqrt(1.0 - rho**2) * zo
     hc, he = _garch_unit(zc), _garch_unit(ze)
-    return _Factors(stress, np.sqrt(hc) * zc, hc, np.sqrt(he) * ze, he)
+    age = np.zeros(n_days, dtype=np.int64)
+    for t in range(n_days):
+        age[t] = (age[t - 1] + 1 if t else 1) if stress[t] else 0
+    return _Factors(stress, age, np.sqrt(hc) * zc, hc, np.sqrt(he) * ze, he)
 
 
 def _log_returns(p: AssetProfile, f: _Factors, rng: np.random.Generator, open_days: np.ndarray,
@@ -236,7 +241,8 @@ def _kind_returns(p: AssetProfile, f: _Factors, s: np.ndarray, eps: np.ndarray, 
         r = p.beta * (np.asarray(EQUITY_DRIFT)[s] + eq_shock) + p.vol * eps
         return r, np.sqrt((p.beta * eq_sd) ** 2 * f.h_equity + p.vol**2)
     if p.kind == "vol_etf":
-        r = p.beta * (np.asarray(VOL_CARRY)[s] - VIX_BETA * eq_shock + p.vol * eps)
+        spike = VOL_SPIKE * ((f.stress_age >= 1) & (f.stress_age <= SPIKE_DAYS))
+        r = p.beta * (np.asarray(VOL_CARRY)[s] + spike - VIX_BETA * eq_shock + p.vol * eps)
         return r, p.beta * np.sqrt((VIX_BETA * eq_sd) ** 2 * f.h_equity + p.vol**2)
     if p.kind in ("bond", "gold"):
         c = np.asarray(SAFE_HAVEN_CORR)[s]

@@ -37,7 +37,7 @@ def bars(dates, start_price=100.0, step=0.01):
 def days(start, end, weekdays_only=False):
     d = pd.date_range(start, end, freq="D")
     if weekdays_only:
-        d = d[d.dayofweek < 5]
+        d = d[d.day_of_week < 5]
     return [x.strftime("%Y-%m-%d") for x in d]
 
 
@@ -185,7 +185,7 @@ def test_alignment_weekend_carry_zero_return_and_masks(market_dir):
     assert m.dates[0] == np.datetime64("2021-01-01") and m.dates[-1] == np.datetime64("2021-03-31")
     assert m.n_days == 90 and m.close.shape == (90, 2)
     e = 1
-    weekday = pd.DatetimeIndex(m.dates.astype("datetime64[ns]")).dayofweek.to_numpy()
+    weekday = pd.DatetimeIndex(m.dates.astype("datetime64[ns]")).day_of_week.to_numpy()
     holiday = m.dates == np.datetime64("2021-01-18")
     closed = (weekday >= 5) | holiday
     # EEE was quoted before the span (Thu 2020-12-31): listed from Fri 2021-01-01 on (a quote day).
