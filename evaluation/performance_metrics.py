@@ -269,3 +269,20 @@ def summarize(
         "turnover": float(np.mean(daily_turnover)) if daily_turnover is not None else 0.0,
         "hit_rate": hit_rate(r),
     }
+
+
+def weekday_groups(dates: np.ndarray) -> np.ndarray:
+    """Group id per day (T,) for folding a 7-day calendar onto trading days: each day joins the last
+    weekday on or before it (a Friday decision's weekend days join Friday); leading weekend days join
+    the first group."""
+    d = np.asarray(dates, dtype="datetime64[D]")
+    weekday = ((d.astype(np.int64) + 3) % 7) < 5  # 1970-01-01 was a Thursday
+    return np.maximum(np.cumsum(weekday) - 1, 0)
+
+
+def compound_by_group(returns: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Compound simple returns (T,) within consecutive groups (T,) -> (G,) per-group returns."""
+    r = np.asarray(returns, dtype=np.float64)
+    g = np.asarray(groups)
+    log_growth = np.bincount(g, weights=np.log1p(np.maximum(r, -1.0 + 1e-15)))
+    return np.expm1(log_growth)

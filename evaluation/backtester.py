@@ -1,0 +1,585 @@
+"""Out-of-sample backtest: the trained policy and every classical benchmark through the same environment.
+
+    python evaluation/backtester.py --run RUN_DIR [--run RUN_DIR2 ...] [--onnx FILE] [--start DATE]
+        [--end DATE] [--source yfinance|csv|synthetic] [--data-dir DIR] [--config CONFIG] --out REPORT_DIR
+
+The feature store is rebuilt from the run's config (``config.json``'s ``experiment`` record) with the
+normalisation statistics of the run's ``manifest.json`` (fitted on the training span only). The span
+defaults to the validation span: the day after ``data.train_end`` to ``data.end``. Every strategy is
+stepped day by day through ``CryptoHedgeFundEnv`` over the same decision days, so costs, slippage and
+closed-market rules are identical; benchmarks run without margin and drawdown control (they are plain
+long-only portfolios). With no ``--run`` only the benchmarks are reported (config from ``--config``,
+default ``configs/quickstart.yaml``). Several runs (seeds) are reported one by one and as mean and spread.
+
+Bad input (a missing run directory, a run from another universe, a span with no data, an ONNX file
+whose inputs do not match) prints one sentence and exits with status 2.
+"""
+
+if __package__ in (None, ""):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.config import DataConfig, from_mapping
+from data.market import DataError, FeatureStore
+from data.universe import calendar_of
+from environments.config import EnvConfig
+from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
+from evaluation import performance_metrics as pm
+from evaluation.benchmarks import BENCHMARKS, EvaluationConfig, benchmark_target, candidates_at
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart.yaml"
+
+#: ``policy(t, obs, weights) -> action (N+1,)``: t the decision day, obs the env observation,
+#: weights the current drifted weights (N+1,), cash last.
+Policy = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class StrategyResult:
+    """One strategy's path over the decision days ``t_0 .. t_{T-1}`` (T decisions).
+
+    - ``dates`` (T,): the decision days; ``returns[k]`` is earned from the close of ``dates[k]`` to the
+      next day's close, net of fees and slippage (simple return).
+    - ``nav`` (T+1,): NAV relative to the start (1.0 at the first decision).
+    - ``weights`` (T, N+1): post-trade weights at each decision, cash last.
+    - ``turnover`` (T,): sum of |risky weight change| per decision (fraction of NAV).
+    - ``cost`` (T,): fee + slippage as a fraction of the pre-trade NAV.
+    - ``interventions``: how many days each env intervention (weight_cap, closed_asset, ...) fired.
+    """
+
+    name: str
+    label: str
+    dates: np.ndarray
+    returns: np.ndarray
+    nav: np.ndarray
+    weights: np.ndarray
+    turnover: np.ndarray
+    cost: np.ndarray
+    interventions: dict[str, int]
+
+
+def run_episode(env: CryptoHedgeFundEnv, policy: Policy, name: str, label: str) -> StrategyResult:
+    """Step ``env`` over its whole fixed span (``core.first .. core.last``) with ``policy``."""
+    start, end = env.core.first, env.core.last
+    obs, info = env.reset(options={"start": start, "end": end})
+    n_steps = end - start
+    n1 = env.n_assets + 1
+    nav = np.empty(n_steps + 1)
+    nav[0] = info["nav"]
+    weights = np.empty((n_steps, n1))
+    turnover = np.empty(n_steps)
+    cost = np.empty(n_steps)
+    counts: dict[str, int] = {}
+    w = info["weights"]
+    for k in range(n_steps):
+        action = policy(start + k, obs, w)
+        obs, _, terminated, truncated, info = env.step(action)
+        w = info["weights"]
+        nav[k + 1] = info["nav"]
+        weights[k] = info["target_weights"]
+        turnover[k] = info["turnover"]
+        cost[k] = info["cost"] / nav[k] if nav[k] > 0 else 0.0
+        for item in info["interventions"]:
+            counts[item] = counts.get(item, 0) + 1
+        if terminated:  # liquidation or bankruptcy: the rest of the span is flat cash at the final NAV
+            nav[k + 2 :] = nav[k + 1]
+            weights[k + 1 :] = np.eye(n1)[-1]
+            turnover[k + 1 :] = 0.0
+            cost[k + 1 :] = 0.0
+            break
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = np.where(nav[:-1] > 0, nav[1:] / nav[:-1] - 1.0, 0.0)
+    dates = np.asarray(env.core.dates[start:end], dtype="datetime64[D]")
+    return StrategyResult(name, label, dates, returns, nav / nav[0], weights, turnover, cost, counts)
+
+
+class BenchmarkPolicy:
+    """A benchmark rule as an env policy: rebalance on schedule, otherwise hold the drifted weights.
+
+    A trade happens on day t when a rebalance is due (``rebalance_every`` days since the last one, or the
+    first purchase) and every listed asset can trade that day (no weekend half-rebalances); buy-and-hold
+    rules trade once. Only ``store.returns[:t]`` reaches the rule (see ``benchmark_target``).
+    """
+
+    def __init__(self, name: str, store: FeatureStore, rf_daily: np.ndarray, cfg: EvaluationConfig,
+                 max_weight: float) -> None:
+        self.bench = BENCHMARKS[name]
+        self.name, self.store, self.rf, self.cfg, self.max_weight = name, store, rf_daily, cfg, max_weight
+        self.last: int | None = None
+
+    def __call__(self, t: int, obs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        s = self.store
+        if self.bench.buy_and_hold:  # the first purchase waits until every asset it buys can trade
+            need = candidates_at(self.name, t, s.listed, s.tickers, self.cfg.lookback)
+        else:  # a rebalance waits until every listed asset can trade
+            need = s.listed[t]
+        all_open = bool(np.all(s.tradable[t] | ~need))
+        if self.bench.buy_and_hold:
+            due = self.last is None
+        else:
+            due = self.last is None or t - self.last >= self.cfg.rebalance_every
+        if not (due and all_open):
+            return np.maximum(np.asarray(weights, dtype=np.float64), 0.0)  # round-off can leave cash at -1e-17
+        self.last = t
+        lo = max(t - self.cfg.lookback, 0)
+        rf = float(np.mean(self.rf[lo:t])) if t > lo else 0.0
+        return benchmark_target(self.name, t, s.returns, s.listed, s.tickers, rf, self.cfg, self.max_weight)
+
+
+def benchmark_env_config(env_cfg: EnvConfig, buy_and_hold: bool) -> EnvConfig:
+    """The agent's env config for a classical portfolio: same costs, no margin or drawdown control;
+    the per-asset cap is lifted for buy-and-hold rules (a cap would force sales)."""
+    cfg = dataclasses.replace(env_cfg, margin=False, drawdown_control=False, concentration_penalty=0.0)
+    return dataclasses.replace(cfg, max_weight=1.0) if buy_and_hold else cfg
+
+
+def risk_free_series(store: FeatureStore, data_cfg: DataConfig, periods: int) -> tuple[np.ndarray, str]:
+    """Daily risk-free return per store day (T,) and a label: the T-bill leg's return when the universe
+    has ``data.risk_free`` (e.g. BIL), else the configured annual rate de-annualised."""
+    ticker = (data_cfg.risk_free or "").strip().upper()
+    if ticker and ticker in store.tickers:
+        i = store.tickers.index(ticker)
+        return np.where(store.listed[:, i], store.returns[:, i], 0.0), f"{ticker} daily return"
+    rate = data_cfg.risk_free_rate
+    return pm.risk_free_daily(store.n_days, periods, annual_rate=rate), f"{rate:.2%} a year (constant)"
+
+
+def run_benchmarks(
+    store: FeatureStore, env_cfg: EnvConfig, eval_cfg: EvaluationConfig, rf_daily: np.ndarray,
+    start: str | None, end: str | None, costs_bps: dict[str, tuple[float, float]] | None = None,
+    names: list[str] | None = None,
+) -> list[StrategyResult]:
+    """Every benchmark in ``names`` (default: the config's list, else all) stepped through the env."""
+    chosen = names or eval_cfg.benchmarks or list(BENCHMARKS)
+    if "btc_bh" in chosen and "BTC-USD" not in store.tickers:
+        chosen = [c for c in chosen if c != "btc_bh"]
+    results = []
+    for name in chosen:
+        bench = BENCHMARKS[name]
+        cfg = benchmark_env_config(env_cfg, bench.buy_and_hold)
+        env = CryptoHedgeFundEnv.from_store(store, cfg, start, end, costs_bps)
+        policy = BenchmarkPolicy(name, store, rf_daily, eval_cfg, cfg.max_weight)
+        results.append(run_episode(env, policy, name, bench.label))
+    return results
+
+
+def torch_policy(module: Any) -> Policy:
+    """Wrap a ``policy_module()`` (obs float32 [B, obs_dim] -> weights [B, N+1]) as an env policy."""
+    import torch
+
+    module.eval()
+
+    def act(t: int, obs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = module(torch.as_tensor(obs, dtype=torch.float32)[None, :])
+        return np.clip(out[0].double().numpy(), 0.0, None)
+
+    return act
+
+
+def onnx_policy(path: Path, obs_dim: int, n_outputs: int) -> Policy:
+    """An exported ONNX policy run with onnxruntime; its input must take ``obs_dim`` floats."""
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise DataError(f"ONNX file '{path}' does not exist")
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - any load failure is a bad file for the user
+        raise DataError(f"'{path}' is not a loadable ONNX model ({type(err).__name__})") from None
+    inputs, outputs = sess.get_inputs(), sess.get_outputs()
+    if len(inputs) != 1 or not inputs[0].shape or inputs[0].shape[-1] != obs_dim:
+        got = [tuple(i.shape) for i in inputs]
+        raise DataError(f"ONNX file '{path}' takes inputs {got}, but this run's observations have {obs_dim} values")
+    out_shape = outputs[0].shape if outputs else None
+    if not out_shape or out_shape[-1] != n_outputs:
+        raise DataError(f"ONNX file '{path}' outputs {out_shape}, but this universe needs {n_outputs} weights")
+    name = inputs[0].name
+
+    def act(t: int, obs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        out = sess.run(None, {name: obs[None, :].astype(np.float32)})[0]
+        return np.clip(np.asarray(out[0], dtype=np.float64), 0.0, None)
+
+    return act
+
+
+# --------------------------------------------------------------------------------------- run loading
+@dataclass(frozen=True)
+class RunInfo:
+    """What the backtester needs from a run directory."""
+
+    path: Path
+    label: str
+    experiment: Any  # training.config.ExperimentConfig
+    manifest: dict[str, Any]
+
+
+def read_run(path: str) -> RunInfo:
+    """Config and manifest of a run directory; ``DataError`` with one sentence when unusable."""
+    from training.config import load_experiment
+
+    run = Path(path)
+    if not run.is_dir():
+        raise DataError(f"run directory '{path}' does not exist")
+    for name in ("config.json", "manifest.json", "policy.pth"):
+        if not (run / name).is_file():
+            raise DataError(f"run directory '{path}' has no {name}; is it a training run?")
+    experiment = load_experiment(run / "config.json")
+    try:
+        manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise DataError(f"'{run / 'manifest.json'}' is not valid JSON") from None
+    for key in ("tickers", "feature_names", "norm"):
+        if key not in manifest:
+            raise DataError(f"'{run / 'manifest.json'}' has no '{key}' entry")
+    algo = experiment.algo
+    return RunInfo(run, f"{algo.upper()} agent ({run.name})", experiment, manifest)
+
+
+def build_store(data_cfg: DataConfig, source: str | None, data_dir: str | None,
+                manifest: dict[str, Any] | None) -> FeatureStore:
+    """Load the market and build features; with a run manifest, apply its normalisation statistics and
+    check that the universe and the feature set are the ones the policy was trained on."""
+    from data.data_loader import load_market
+    from data.feature_engineering import build_feature_store
+
+    market = load_market(data_cfg, source=source, data_dir=data_dir, verbose=False)
+    stats = None
+    if manifest is not None:
+        stats = (np.asarray(manifest["norm"]["mean"], dtype=np.float64),
+                 np.asarray(manifest["norm"]["std"], dtype=np.float64))
+        if tuple(manifest["tickers"]) != tuple(market.tickers):
+            missing = sorted(set(manifest["tickers"]) ^ set(market.tickers))
+            raise DataError(
+                f"the run was trained on {len(manifest['tickers'])} assets ({', '.join(manifest['tickers'])}) "
+                f"but the data gives {len(market.tickers)} ({', '.join(market.tickers)}); "
+                f"differing: {', '.join(missing) or 'order'}"
+            )
+    store = build_feature_store(market, data_cfg.train_end, clip=data_cfg.clip, norm_stats=stats)
+    if manifest is not None and tuple(manifest["feature_names"]) != tuple(store.feature_names):
+        raise DataError("the run was trained on a different feature set than this version computes")
+    return store
+
+
+def load_eval_config(extra: dict[str, Any]) -> EvaluationConfig:
+    section = extra.get("evaluation") or {}
+    if not isinstance(section, dict):
+        raise DataError("the 'evaluation' section must be a mapping")
+    return from_mapping(EvaluationConfig, section, "evaluation")
+
+
+# --------------------------------------------------------------------------------------- evaluation
+def _series_for_metrics(result: StrategyResult, rf: np.ndarray, periods: int) -> tuple[np.ndarray, ...]:
+    """(returns, rf, turnover) per period: daily on a 7-day portfolio, folded onto weekdays for 252."""
+    if periods == pm.PERIODS_WEEKDAY:
+        groups = pm.weekday_groups(result.dates)
+        turnover = np.bincount(groups, weights=result.turnover)
+        return pm.compound_by_group(result.returns, groups), pm.compound_by_group(rf, groups), turnover
+    return result.returns, rf, result.turnover
+
+
+def strategy_row(result: StrategyResult, rf: np.ndarray, periods: int, tickers: tuple[str, ...],
+                 categories: tuple[str, ...], kind: str) -> dict[str, Any]:
+    """JSON-safe summary of one strategy: metrics, average weights (per asset and per category)."""
+    r, rf_p, turnover = _series_for_metrics(result, rf, periods)
+    avg = pm.average_weight(result.weights)
+    return {
+        "name": result.name, "label": result.label, "kind": kind,
+        "metrics": pm.summarize(r, rf_p, periods, daily_turnover=turnover),
+        "avg_weight": dict(zip(list(tickers) + ["cash"], avg.tolist())),
+        "avg_weight_by_category": pm.average_weight_by_category(result.weights, categories),
+        "interventions": dict(result.interventions),
+    }
+
+
+def aggregate_rows(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
+    """Mean and sample spread (std, ddof=1) of several runs' metrics: the multi-seed row."""
+    keys = list(rows[0]["metrics"])
+    values = {k: np.array([row["metrics"][k] for row in rows], dtype=np.float64) for k in keys}
+    mean = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()}
+    spread = {k: float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else float("nan")
+              for k, v in values.items()}
+    cats = list(rows[0]["avg_weight_by_category"])
+    by_cat = {c: float(np.mean([row["avg_weight_by_category"][c] for row in rows])) for c in cats}
+    return {"name": "agent_mean", "label": label, "kind": "agent_mean", "metrics": mean, "spread": spread,
+            "avg_weight_by_category": by_cat, "n_runs": len(rows)}
+
+
+def significance_entry(agent: StrategyResult, best: StrategyResult, best_label: str, rf: np.ndarray,
+                       periods: int, cfg: EvaluationConfig, n_trials: int, trials_source: str) -> dict[str, Any]:
+    """Bootstrap CIs for the agent's Sharpe and its difference to the best benchmark, PSR and DSR."""
+    from evaluation import significance as sig
+
+    a, rf_a, _ = _series_for_metrics(agent, rf, periods)
+    b, rf_b, _ = _series_for_metrics(best, rf, periods)
+    ex_a, ex_b = a - rf_a, b - rf_b
+    block = cfg.bootstrap_block or sig.default_block_length(ex_a.shape[0])
+    ci = sig.sharpe_confidence_interval(ex_a, periods, 0.95, cfg.n_boot, block, cfg.seed)
+    diff = sig.sharpe_difference_interval(ex_a, ex_b, periods, 0.95, cfg.n_boot, block, cfg.seed)
+    psr = sig.probabilistic_sharpe_ratio(ex_a, 0.0)
+    dsr, sr0 = sig.deflated_sharpe_ratio(ex_a, n_trials)
+    if diff.low > 0:
+        verdict = f"{agent.label} BEAT the best benchmark ({best_label}) with 95% confidence"
+    elif diff.high < 0:
+        verdict = f"{agent.label} did WORSE than the best benchmark ({best_label}) with 95% confidence"
+    else:
+        verdict = (f"{agent.label} did NOT beat the best benchmark ({best_label}) with 95% confidence: "
+                   "the interval of the Sharpe difference contains zero")
+    return {
+        "strategy": agent.label, "best_benchmark": best.name, "best_benchmark_label": best_label,
+        "sharpe_ci": dataclasses.asdict(ci), "sharpe_diff_ci": dataclasses.asdict(diff),
+        "beat_best_benchmark_95": bool(diff.low > 0), "psr": psr, "dsr": dsr, "dsr_sr0_per_period": sr0,
+        "n_trials": n_trials, "trials_source": trials_source, "n_boot": cfg.n_boot, "block": float(block),
+        "sentence": verdict + ".",
+    }
+
+
+def allocation_insights(results: list[StrategyResult], store: FeatureStore, top_fraction: float = 0.1
+                        ) -> dict[str, Any]:
+    """Average weight by category, and hedge / stable+cash weight on the most volatile days vs the rest.
+
+    A day's volatility is the trailing 20-day standard deviation of the equal-weight return of the listed
+    non-stable assets, known at that day's close (``store.returns[t-20:t]``), so it measures what the
+    policy could see when it chose its weights.
+    """
+    cats = tuple(store.categories)
+    risky = np.array([c != "stable" for c in cats])
+    listed = store.listed & risky
+    with np.errstate(invalid="ignore", divide="ignore"):
+        market = np.where(listed.any(axis=1), (store.returns * listed).sum(axis=1) / listed.sum(axis=1), 0.0)
+    idx = np.searchsorted(store.dates, results[0].dates)
+    vol = np.array([np.std(market[max(t - 20, 0):t], ddof=1) if t >= 3 else 0.0 for t in idx])
+    n_top = max(1, int(round(top_fraction * idx.shape[0])))
+    volatile = np.zeros(idx.shape[0], dtype=bool)
+    volatile[np.argsort(-vol, kind="stable")[:n_top]] = True
+    rows = []
+    for r in results:
+        by_cat = pm.weight_by_category(r.weights, cats)
+        hedge = by_cat.get("hedge", np.zeros(r.weights.shape[0]))
+        defensive = by_cat.get("stable", np.zeros(r.weights.shape[0])) + by_cat["cash"]
+        rows.append({
+            "label": r.label, "avg_by_category": {k: float(v.mean()) for k, v in by_cat.items()},
+            "hedge_volatile": float(hedge[volatile].mean()), "hedge_other": float(hedge[~volatile].mean()),
+            "defensive_volatile": float(defensive[volatile].mean()),
+            "defensive_other": float(defensive[~volatile].mean()) if (~volatile).any() else float("nan"),
+        })
+    return {"top_fraction": top_fraction, "n_volatile": n_top,
+            "volatility_measure": "trailing 20-day volatility of the equal-weight non-stable return",
+            "categories": list(dict.fromkeys(cats)) + ["cash"], "rows": rows}
+
+
+def span_bounds(store: FeatureStore, start: str | None, end: str | None, window: int) -> tuple[str, str]:
+    """ISO (start, end) of the decision span: the request clipped so that a full window precedes it."""
+    for name, value in (("--start", start), ("--end", end)):
+        if value is not None:
+            try:
+                np.datetime64(value, "D")
+            except ValueError:
+                raise DataError(f"{name} must be an ISO date like 2023-01-01, got '{value}'") from None
+    dates = store.dates
+    lo = 0 if start is None else int(np.searchsorted(dates, np.datetime64(start, "D"), "left"))
+    hi = dates.shape[0] - 1 if end is None else int(np.searchsorted(dates, np.datetime64(end, "D"), "right")) - 1
+    lo = max(lo, window - 1)
+    if hi - lo < 2 or lo >= dates.shape[0]:
+        raise DataError(
+            f"the data ({dates[0]} .. {dates[-1]}, first decision possible on {dates[min(window - 1, len(dates) - 1)]}) "
+            f"has no days to backtest between {start or 'the start'} and {end or 'the end'}"
+        )
+    return str(dates[lo]), str(dates[hi])
+
+
+def _simulate(runs: list[RunInfo], store: FeatureStore, experiment: Any, eval_cfg: EvaluationConfig,
+              rf_all: np.ndarray, span_start: str, span_end: str, costs: dict[str, tuple[float, float]],
+              onnx: Path | None, log: Callable[[str], None]) -> tuple[list[StrategyResult], list[StrategyResult]]:
+    """Step every agent run and every benchmark through the env over the span."""
+    agents: list[StrategyResult] = []
+    for run in runs:
+        env = CryptoHedgeFundEnv.from_store(store, run.experiment.env, span_start, span_end, costs)
+        if onnx is not None:
+            policy = onnx_policy(onnx, env.obs_dim, env.n_assets + 1)
+        else:
+            from agents.io import load_agent, read_agent_config
+
+            try:
+                _, _, layout = read_agent_config(run.path)
+                if layout.obs_dim != env.obs_dim:
+                    raise DataError(
+                        f"run directory '{run.path}' expects observations of {layout.obs_dim} values but "
+                        f"this data gives {env.obs_dim}; it was trained on another universe or feature set"
+                    )
+                policy = torch_policy(load_agent(run.path).policy_module())
+            except ValueError as err:
+                raise DataError(str(err)) from None
+        log(f"  agent {run.label}")
+        agents.append(run_episode(env, policy, f"agent_{len(agents)}", run.label))
+    bench_results = run_benchmarks(store, experiment.env, eval_cfg, rf_all, span_start, span_end, costs)
+    log(f"  {len(bench_results)} benchmarks: {', '.join(b.name for b in bench_results)}")
+
+    return agents, bench_results
+
+
+def backtest(
+    runs: list[RunInfo], experiment: Any, out: Path, start: str | None = None, end: str | None = None,
+    source: str | None = None, data_dir: str | None = None, onnx: Path | None = None,
+    eval_cfg: EvaluationConfig | None = None, log: Callable[[str], None] = print, tearsheet: bool = True,
+) -> dict[str, Any]:
+    """Run every strategy, compute metrics and significance, write the report files; return the report."""
+    from evaluation import reports
+    from evaluation.significance import find_tuning_trials
+
+    t0 = time.perf_counter()
+    data_cfg = experiment.data
+    eval_cfg = eval_cfg or load_eval_config(experiment.extra)
+    log(f"loading market and features: source={source or data_cfg.source} {data_cfg.start}..{data_cfg.end}")
+    store = build_store(data_cfg, source, data_dir, runs[0].manifest if runs else None)
+    for run in runs[1:]:
+        if tuple(run.manifest["tickers"]) != tuple(store.tickers):
+            raise DataError(f"run directory '{run.path}' is from another universe than '{runs[0].path}'")
+    if start is None and end is None:
+        start = experiment.val_start
+    windows = [experiment.env.window] + [r.experiment.env.window for r in runs]
+    span_start, span_end = span_bounds(store, start, end, max(windows))
+    periods = pm.periods_per_year([calendar_of(t) for t in store.tickers])
+    rf_all, rf_label = risk_free_series(store, data_cfg, periods)
+    costs = {k: (float(v[0]), float(v[1])) for k, v in data_cfg.costs_bps.items()}
+    log(f"backtesting {span_start} .. {span_end} on {store.n_assets} assets, {periods} periods a year")
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):  # small BLAS problems: threads only fight over the cores
+        agents, bench_results = _simulate(runs, store, experiment, eval_cfg, rf_all, span_start, span_end,
+                                          costs, onnx, log)
+
+    idx = np.searchsorted(store.dates, bench_results[0].dates)
+    rf = rf_all[idx]
+    tick, cats = tuple(store.tickers), tuple(store.categories)
+    agent_rows = [strategy_row(a, rf, periods, tick, cats, "agent") for a in agents]
+    bench_rows = [strategy_row(b, rf, periods, tick, cats, "benchmark") for b in bench_results]
+    rows = list(agent_rows)
+    if len(agent_rows) > 1:
+        rows.append(aggregate_rows(agent_rows, f"Agent mean ± sd over {len(agent_rows)} runs"))
+    rows += bench_rows
+    sharpe = [row["metrics"]["sharpe"] for row in bench_rows]
+    best_i = int(np.nanargmax(sharpe)) if np.isfinite(sharpe).any() else 0
+    best = bench_results[best_i]
+
+    significance = []
+    for run, agent in zip(runs, agents):
+        n_trials, trials_path = find_tuning_trials(run.path, run.path.parent)
+        source_label = f"from {trials_path}" if trials_path else "no tuning study found"
+        significance.append(significance_entry(agent, best, best.label, rf, periods, eval_cfg, n_trials, source_label))
+
+    annualisation = ("the portfolio holds assets quoted 7 days a week" if periods == pm.PERIODS_7D
+                     else "weekday-only assets; weekend days folded into the previous weekday")
+    notes = [
+        "Every strategy runs through CryptoHedgeFundEnv with the run's cost model (fees and square-root "
+        "slippage per asset class) on the same decision days; closed or unlisted assets cannot be traded.",
+        "Benchmarks run without margin and drawdown control; buy-and-hold benchmarks have the per-asset "
+        f"cap lifted; rebalanced benchmarks trade every {eval_cfg.rebalance_every} day(s) on days when every "
+        f"listed asset can trade, with estimators over the trailing {eval_cfg.lookback} days only.",
+    ]
+    if store.synthetic:
+        notes.insert(0, "SYNTHETIC data: a simulated market, not real prices.")
+    report = {
+        "source": store.source, "synthetic": store.synthetic,
+        "source_label": reports.SYNTHETIC_LABEL if store.synthetic else store.source,
+        "span": {"start": str(bench_results[0].dates[0]), "end": span_end, "n_days": int(idx.shape[0])},
+        "periods_per_year": periods, "annualisation": annualisation, "risk_free": rf_label,
+        "tickers": list(tick), "categories": list(cats),
+        "runs": [str(r.path) for r in runs], "onnx": str(onnx) if onnx else None,
+        "strategies": rows, "best_benchmark": best.name, "significance": significance,
+        "insights": allocation_insights(agents + bench_results, store), "notes": notes,
+        "evaluation_config": dataclasses.asdict(eval_cfg),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    reports.write_json(out / "metrics.json", report)
+    reports.atomic_write_text(out / "metrics.md", reports.markdown_report(report))
+    focus = agents[0] if agents else best
+    title = f"{report['source_label']}, {report['span']['start']} .. {span_end}"
+    reports.write_plotly(out / "charts.html", agents + bench_results, focus, cats, tick, title)
+    if tearsheet:
+        if agents:
+            other, other_label = best, best.label
+        else:  # benchmarks only: the best benchmark against equal-weight buy & hold
+            other = next((b for b in bench_results if b.name == "equal_weight_bh" and b is not best),
+                         bench_results[0] if bench_results[0] is not best else bench_results[-1])
+            other_label = other.label
+        reports.write_quantstats(out / "tearsheet.html", focus.returns, focus.dates, f"{focus.label} - {title}",
+                                 other.returns, other_label, periods, rf)
+    log(f"wrote {out}/metrics.json, metrics.md, charts.html{', tearsheet.html' if tearsheet else ''} "
+        f"in {time.perf_counter() - t0:.1f} s")
+    return report
+
+
+def load_config(path: Path) -> Any:
+    """An ``ExperimentConfig`` from a YAML; sections other than ``data`` may be missing (defaults)."""
+    from data.config import load_yaml
+    from training.config import SECTIONS, from_raw
+
+    raw = load_yaml(str(path))
+    if "data" not in raw:
+        raise DataError(f"config file '{path}' has no 'data' section")
+    raw = {**{s: {} for s in SECTIONS}, **raw}
+    return from_raw(raw, where=f"config file '{path}'")
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="backtester.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", action="extend", nargs="+", default=[], metavar="RUN_DIR",
+                   help="training run directory (repeat or list several for seeds)")
+    p.add_argument("--onnx", default=None, help="exported ONNX policy to run instead of policy.pth")
+    p.add_argument("--start", default=None, help="first decision day (ISO); default: day after data.train_end")
+    p.add_argument("--end", default=None, help="last day (ISO); default: data.end")
+    p.add_argument("--source", choices=("yfinance", "csv", "synthetic"), default=None, help="override data.source")
+    p.add_argument("--data-dir", default=None, help="folder of yfinance-layout CSVs for --source csv")
+    p.add_argument("--config", default=None,
+                   help="YAML config: the experiment when no --run is given (default configs/quickstart.yaml); "
+                        "with --run only its 'evaluation' section is used and its universe must match")
+    p.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats HTML tear sheet")
+    p.add_argument("--out", required=True, help="report directory")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit code (2 with one sentence on stderr for bad input)."""
+    args = _parse_args(argv)
+    try:
+        if args.onnx and len(args.run) != 1:
+            raise DataError("--onnx needs exactly one --run (its config and manifest describe the policy)")
+        runs = [read_run(r) for r in args.run]
+        config = Path(args.config) if args.config else (None if runs else DEFAULT_CONFIG)
+        given = load_config(config) if config else None
+        if runs:
+            experiment = runs[0].experiment
+            for run in runs:
+                theirs = run.experiment.data.build_universe().tickers
+                if given is not None and given.data.build_universe().tickers != theirs:
+                    raise DataError(f"run directory '{run.path}' is from another universe than config '{config}'")
+            eval_cfg = load_eval_config(given.extra if given else experiment.extra)
+        else:
+            experiment, eval_cfg = given, load_eval_config(given.extra)
+        backtest(runs, experiment, Path(args.out), args.start, args.end, args.source, args.data_dir,
+                 Path(args.onnx) if args.onnx else None, eval_cfg, tearsheet=not args.no_tearsheet)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Report files: ``metrics.json``, ``metrics.md``, a quantstats tear sheet and interactive plotly charts.
+
+Inputs are the backtester's plain records (``evaluation.backtester.StrategyResult`` plus a JSON-safe
+``report`` dict); every file is written to a temporary name in the output folder and renamed into
+place, so a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation.performance_metrics import METRIC_COLUMNS, drawdown_series, weight_by_category
+
+SYNTHETIC_LABEL = "SYNTHETIC (simulated market, not real prices)"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        _publish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Give ``tmp`` the usual file mode (mkstemp makes it owner-only) and rename it to ``path``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    return obj
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    """``report`` as JSON (NaN/inf become null)."""
+    atomic_write_text(path, json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if kind == "pct":
+        return f"{100 * value:.2f}%"
+    if kind == "sci":
+        return f"{value:.2e}"
+    return f"{value:.3f}"
+
+
+def metrics_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table, one row per strategy (``{"label", "metrics", "spread"?}``), columns METRIC_COLUMNS."""
+    head = "| Strategy | " + " | ".join(label for _, label, _ in METRIC_COLUMNS) + " |"
+    sep = "|---|" + "|".join("---:" for _ in METRIC_COLUMNS) + "|"
+    lines = [head, sep]
+    for row in rows:
+        cells = []
+        for key, _, kind in METRIC_COLUMNS:
+            cell = _fmt(row["metrics"].get(key), kind)
+            spread = (row.get("spread") or {}).get(key)
+            if spread is not None:
+                cell += f" ± {_fmt(spread, kind)}"
+            cells.append(cell)
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The human-readable report: labels, the metrics table, significance, allocation insights."""
+    src = SYNTHETIC_LABEL if report["synthetic"] else f"{report['source']} (real market data)"
+    lines = [
+        "# Backtest report",
+        "",
+        f"- Data source: **{src}**",
+        f"- Span: {report['span']['start']} .. {report['span']['end']} ({report['span']['n_days']} decisions)",
+        f"- Annualisation: **{report['periods_per_year']} periods a year** ({report['annualisation']})",
+        f"- Risk-free rate for Sharpe/Sortino (excess returns): {report['risk_free']}",
+        f"- Universe: {', '.join(report['tickers'])}",
+        "",
+        "## Metrics",
+        "",
+        "Returns are net of fees and slippage. Sharpe and Sortino are on excess return over the risk-free "
+        "rate; VaR/CVaR are historical one-day 95% figures (negative = loss); turnover is the mean daily "
+        "sum of |weight change|.",
+        "",
+        metrics_table(report["strategies"]),
+        "",
+    ]
+    sig = report.get("significance") or []
+    lines += ["## Significance", ""]
+    if not sig:
+        lines.append("No agent was evaluated; only benchmarks are reported.")
+    for entry in sig:
+        lines.append(f"- {entry['sentence']}")
+        ci, diff = entry["sharpe_ci"], entry["sharpe_diff_ci"]
+        lines.append(
+            f"  - Sharpe {ci['estimate']:.3f}, 95% CI [{ci['low']:.3f}, {ci['high']:.3f}]; Sharpe minus "
+            f"{entry['best_benchmark_label']} {diff['estimate']:.3f}, 95% CI [{diff['low']:.3f}, {diff['high']:.3f}] "
+            f"(stationary bootstrap, {entry['n_boot']} resamples, mean block {entry['block']:.1f} days)"
+        )
+        lines.append(
+            f"  - Probabilistic Sharpe ratio P(SR > 0) = {entry['psr']:.3f}; deflated Sharpe ratio = "
+            f"{entry['dsr']:.3f} for {entry['n_trials']} trial(s) ({entry['trials_source']})"
+        )
+    lines += ["", "## Allocation insights", ""]
+    ins = report.get("insights") or {}
+    if ins:
+        lines.append(
+            f"Volatile days: the top {ins['top_fraction']:.0%} of days by {ins['volatility_measure']} "
+            f"({ins['n_volatile']} days)."
+        )
+        lines.append("")
+        cats = ins["categories"]
+        lines.append("| Strategy | " + " | ".join(f"avg {c}" for c in cats)
+                     + " | hedge, volatile days | hedge, other days | stable+cash, volatile | stable+cash, other |")
+        lines.append("|---|" + "|".join("---:" for _ in range(len(cats) + 4)) + "|")
+        for row in ins["rows"]:
+            cells = [f"{100 * row['avg_by_category'][c]:.1f}%" for c in cats]
+            cells += [f"{100 * row[k]:.1f}%" for k in
+                      ("hedge_volatile", "hedge_other", "defensive_volatile", "defensive_other")]
+            lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    notes = report.get("notes") or []
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_quantstats(path: Path, returns: np.ndarray, dates: np.ndarray, title: str, bench_returns: np.ndarray,
+                     bench_name: str, periods: int, rf_daily: np.ndarray) -> None:
+    """quantstats HTML tear sheet of ``returns`` (T,) against ``bench_returns`` (T,) on the same days.
+
+    quantstats takes one annual ``rf`` (it de-annualises it itself), so the tear sheet uses the span's
+    average daily risk-free return, annualised; ``metrics.md`` uses the day-by-day series.
+    """
+    import pandas as pd
+
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import quantstats as qs
+
+    idx = pd.DatetimeIndex(np.asarray(dates, dtype="datetime64[ns]"))
+    strat = pd.Series(np.asarray(returns, dtype=float), index=idx, name="Strategy")
+    bench = pd.Series(np.asarray(bench_returns, dtype=float), index=idx, name=bench_name)
+    rf = float((1.0 + float(np.mean(rf_daily))) ** periods - 1.0)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".html")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qs.reports.html(strat, benchmark=bench, rf=rf, output=tmp, title=title, periods_per_year=periods,
+                            download_filename=path.name)
+        _publish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_plotly(path: Path, results: Sequence[Any], focus: Any, categories: Sequence[str],
+                 tickers: Sequence[str], title: str) -> None:
+    """One HTML page: equity curves, drawdowns, ``focus``'s stacked weights and category exposure.
+
+    ``results``: strategies with ``label``, ``dates`` (T,), ``nav`` (T+1,), ``returns`` (T,), ``weights``
+    (T, N+1). plotly.js is embedded once, so the page works offline.
+    """
+    import plotly.graph_objects as go
+
+    def dates_of(r: Any) -> list[str]:
+        d = np.asarray(r.dates, dtype="datetime64[D]")
+        return [str(x) for x in np.append(d, d[-1] + np.timedelta64(1, "D"))] if d.size else []
+
+    equity = go.Figure()
+    dd = go.Figure()
+    for r in results:
+        x = dates_of(r)
+        equity.add_trace(go.Scatter(x=x, y=r.nav, mode="lines", name=r.label))
+        dd.add_trace(go.Scatter(x=x[1:], y=100 * drawdown_series(r.returns), mode="lines", name=r.label))
+    equity.update_layout(title=f"Equity curves (NAV, start = 1) - {title}", yaxis_type="log", hovermode="x unified")
+    dd.update_layout(title="Drawdown (% from running peak)", hovermode="x unified")
+
+    x = [str(d) for d in np.asarray(focus.dates, dtype="datetime64[D]")]
+    stacked = go.Figure()
+    for i, name in enumerate(list(tickers) + ["cash"]):
+        stacked.add_trace(go.Scatter(x=x, y=focus.weights[:, i], mode="lines", stackgroup="w", name=name))
+    stacked.update_layout(title=f"Weights over time: {focus.label}", yaxis_range=[0, 1], hovermode="x unified")
+
+    exposure = go.Figure()
+    for cat, series in weight_by_category(focus.weights, categories).items():
+        exposure.add_trace(go.Scatter(x=x, y=series, mode="lines", stackgroup="c", name=cat))
+    exposure.update_layout(title=f"Exposure by category: {focus.label}", yaxis_range=[0, 1], hovermode="x unified")
+
+    bars = go.Figure()
+    cats = list(weight_by_category(focus.weights, categories))
+    for cat in cats:
+        bars.add_trace(go.Bar(x=[r.label for r in results],
+                              y=[float(weight_by_category(r.weights, categories)[cat].mean()) for r in results],
+                              name=cat))
+    bars.update_layout(title="Average exposure by category, every strategy", barmode="stack")
+
+    parts = [
+        fig.to_html(full_html=False, include_plotlyjs=(i == 0))
+        for i, fig in enumerate((equity, dd, stacked, exposure, bars))
+    ]
+    html = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Backtest charts</title></head><body>"
+        f"<h1>Backtest charts - {title}</h1>" + "".join(parts) + "</body></html>"
+    )
+    atomic_write_text(path, html)
