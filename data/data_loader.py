@@ -117,6 +117,8 @@ def read_csv_ticker(path: Path) -> pd.DataFrame:
         raise DataError(f"{name} is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"{name} is not a readable CSV ({str(err).splitlines()[0]})") from None
+    except OSError as err:
+        raise DataError(f"{name} cannot be read ({err.strerror or err})") from None
     if raw.shape[0] == 0:
         raise DataError(f"{name} is empty: it has a header but no rows")
     return validate_ohlcv(raw, name)

@@ -95,13 +95,19 @@ def fetch_history(
     """Daily bars of ``ticker`` over ``[start, end]`` as a table (see ``to_table``), or ``None`` when
     Yahoo has no data for it.
 
-    Served from the cache when present. Otherwise ``_download`` is tried ``retries`` times, sleeping
+    Served from the cache when present and readable (a damaged cache file is replaced). Otherwise ``_download`` is tried ``retries`` times, sleeping
     ``backoff_s * 2**k`` seconds after failure ``k``; when every try fails, ``DataError`` names the
     ticker and the last error.
     """
     path = cache_root(cache_dir) / f"{ticker}_{start}_{end}.csv"
     if path.is_file():
-        return pd.read_csv(path, dtype={"Date": str})
+        try:
+            cached = pd.read_csv(path, dtype={"Date": str})
+            if list(cached.columns) == list(COLUMNS) and len(cached):
+                return cached
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError):
+            pass
+        path.unlink(missing_ok=True)  # unreadable (edited or damaged by hand): download again
     last_error: Exception | None = None
     frame = None
     for attempt in range(retries):

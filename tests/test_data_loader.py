@@ -124,6 +124,15 @@ def test_each_validation_error_names_file_and_date(tmp_path, case):
         load_market(config(tmp_path, start="2021-01-01", end="2021-01-10", min_history_days=2))
 
 
+def test_unreadable_file(tmp_path):
+    (tmp_path / "A.csv").mkdir()
+    with pytest.raises(DataError, match=r"file '.*A\.csv' cannot be read"):
+        read_csv_ticker(tmp_path / "A.csv")
+    (tmp_path / "B.csv").write_bytes(b"Date,Open\n\xff\xfe,\x00\x81")
+    with pytest.raises(DataError, match=r"file '.*B\.csv' "):
+        read_csv_ticker(tmp_path / "B.csv")
+
+
 def test_empty_file_and_header_only_file(tmp_path):
     (tmp_path / "A.csv").write_text("")
     with pytest.raises(DataError, match=r"file '.*A\.csv' is empty$"):
@@ -390,6 +399,11 @@ def test_yfinance_cache_rules(tmp_path, monkeypatch):
     assert not (tmp_path / "yfinance").exists()
     yahoo.fetch_history("SPY", "2021-01-01", "2021-01-31", cache_dir=str(tmp_path), today=dt.date(2021, 2, 1))
     assert (tmp_path / "yfinance" / "SPY_2021-01-01_2021-01-31.csv").is_file() and len(calls) == 2
+    # A damaged cache file is downloaded again and replaced.
+    path = tmp_path / "yfinance" / "SPY_2021-01-01_2021-01-31.csv"
+    path.write_text("Date,Open\n2021-01-04")
+    table = yahoo.fetch_history("SPY", "2021-01-01", "2021-01-31", cache_dir=str(tmp_path))
+    assert len(calls) == 3 and len(table) == 19 and pd.read_csv(path).shape == (19, 6)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert yahoo.cache_root(None) == (tmp_path / "xdg" / "drl-hedge-fund" / "yfinance").resolve()
 

@@ -243,3 +243,14 @@ def test_invariants_hold_for_any_seed_and_span(seed, n_days, start_offset):
     assert np.all(m.tradable <= lst) and np.all(np.diff(lst.astype(int), axis=0) >= 0)
     ratio = m.close[1:][lst[:-1]] / m.close[:-1][lst[:-1]]
     assert np.all((ratio > 1 / 20) & (ratio < 20))  # the loader's jump check would accept it
+
+
+def test_monday_returns_carry_only_what_moved_over_the_weekend(markets):
+    """Equity ETFs do not move while closed (Monday variance like other days); BITO tracks BTC, which
+    trades all weekend, so its Monday return holds three days of BTC moves."""
+    m = markets[0]
+    monday = pd.DatetimeIndex(m.dates.astype("datetime64[ns]")).day_of_week.to_numpy()[1:] == 0
+    for ticker, low, high in (("SPY", 0.6, 1.6), ("BITO", 2.0, 4.5)):
+        r, ok = log_returns(m, ticker)
+        ratio = r[ok & monday].var() / r[ok & ~monday].var()
+        assert low < ratio < high, (ticker, ratio)
