@@ -40,7 +40,7 @@ One step, in order:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -58,6 +58,9 @@ FLAG_NAMES: tuple[tuple[int, str], ...] = (
     (BANKRUPTCY, "bankruptcy"),
 )
 _TOL = 1e-12
+_sum = np.add.reduce
+_max = np.maximum.reduce
+_min = np.minimum.reduce
 DAYS_PER_YEAR = 365.0
 
 
@@ -75,6 +78,11 @@ class MarketArrays:
     - ``adv`` (T, N) float64: trailing average daily dollar volume up to day t (0 = unknown).
     - ``fee_rate`` (N,) float64: fee as a fraction of traded notional (10 bps = 0.001).
     - ``slip_rate`` (N,) float64: slippage fraction for a trade of 1% of ADV.
+
+    Derived once at construction, so that a step gathers one block per portfolio: ``day_rows`` (T, 5, N)
+    holds, per day, the tradable mask as 1.0/0.0 (``OPEN``), its complement (``CLOSED``), ``1 +
+    returns`` (``GROWTH``), ``1 / (0.01 * adv)`` (``INV_ADV``, 0 where ADV is unknown) and 1.0 where
+    ADV is unknown (``FLAT``).
     """
 
     returns: np.ndarray
@@ -82,6 +90,21 @@ class MarketArrays:
     adv: np.ndarray
     fee_rate: np.ndarray
     slip_rate: np.ndarray
+    day_rows: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        known = self.adv > 0
+        rows = np.stack([
+            self.tradable.astype(np.float64),
+            (~self.tradable).astype(np.float64),
+            1.0 + self.returns,
+            np.where(known, 1.0 / np.where(known, 0.01 * self.adv, 1.0), 0.0),
+            (~known).astype(np.float64),
+        ], axis=1)
+        object.__setattr__(self, "day_rows", rows)
+
+
+OPEN, CLOSED, GROWTH, INV_ADV, FLAT = range(5)
 
 
 @dataclass
@@ -154,49 +177,50 @@ def check_actions(actions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         raise ValueError(f"action must be an array of numbers with shape {shape}") from None
     if arr.shape != shape:
         raise ValueError(f"action must have shape {shape}, got {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError("action contains NaN or infinite values")
-    if (arr < 0).any():
+    low, high = _min(arr, None), _max(arr, None)
+    if not (low >= 0 and high < np.inf):  # one test catches NaN, +-inf and negatives
+        if not np.isfinite(arr).all():
+            raise ValueError("action contains NaN or infinite values")
         raise ValueError("action contains negative values; actions are non-negative portfolio scores")
     return arr
 
 
 def target_weights(
-    actions: np.ndarray, weights: np.ndarray, tradable: np.ndarray, leverage: float,
-    max_weight: float, risky_scale: np.ndarray,
+    actions: np.ndarray, weights: np.ndarray, open_f: np.ndarray, closed_f: np.ndarray,
+    leverage: float, max_weight: float, risky_scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Steps 1-4 of the module docstring: actions (M, N+1) -> post-trade weights (M, N+1), flags (M,).
 
-    ``weights`` (M, N+1) are the current drifted weights, ``tradable`` (M, N) bool the day's mask,
-    ``risky_scale`` (M,) the drawdown-control factor (1 = no scaling).
+    ``weights`` (M, N+1) are the current drifted weights; ``open_f``/``closed_f`` (M, N) the day's
+    tradable mask as 1.0/0.0 and its complement; ``risky_scale`` (M,) the drawdown-control factor
+    (None = no scaling). Scores need not be normalised first: with ``s = a.sum()`` the share of a
+    tradable asset is ``(a_j / s) * budget / (sum_open a / s)`` = ``a_j * budget / sum_open a``, so
+    ``s`` cancels; a row with no open score (e.g. all zeros) keeps its whole budget in cash.
     """
-    n = tradable.shape[1]
-    total = actions.sum(axis=1)
-    x = np.zeros_like(actions)
-    x[:, n] = 1.0
-    nz = total > 0
-    x[nz] = actions[nz] / total[nz, None]
-
-    held = np.where(tradable, 0.0, weights[:, :n])
-    closed_moved = (~tradable & (np.abs(x[:, :n] - held / leverage) > 1e-9)).any(axis=1)
-    budget = np.maximum(1.0 - held.sum(axis=1) / leverage, 0.0)
-    xo = x.copy()
-    xo[:, :n] *= tradable
-    open_sum = xo.sum(axis=1)
-    empty = open_sum <= 0
-    if empty.any():
-        xo[empty, n] = 1.0
-        open_sum[empty] = 1.0
-    factor = budget / open_sum * risky_scale * leverage
-    risky = xo[:, :n] * factor[:, None]
-    capped = (risky > max_weight + _TOL).any(axis=1)
+    n = open_f.shape[1]
+    a_risky = actions[:, :n]
+    held = weights[:, :n] * closed_f
+    held_sum = _sum(held, 1)
+    open_a = a_risky * open_f
+    open_sum = _sum(open_a, 1) + actions[:, n]
+    if leverage == 1.0:
+        factor = (1.0 - held_sum) / (open_sum + (open_sum <= 0))
+    else:
+        budget = np.maximum(1.0 - held_sum / leverage, 0.0)
+        factor = budget * leverage / (open_sum + (open_sum <= 0))
+    if risky_scale is not None:
+        factor *= risky_scale
+    target = np.empty_like(weights)
+    risky = target[:, :n]
+    np.multiply(open_a, factor[:, None], out=risky)
+    capped = _max(risky, 1) > max_weight + _TOL
     np.minimum(risky, max_weight, out=risky)
     risky += held
-    target = np.empty_like(weights)
-    target[:, :n] = risky
-    target[:, n] = 1.0 - risky.sum(axis=1)
-    flags = np.where(capped, WEIGHT_CAP, 0) | np.where(closed_moved, CLOSED_ASSET, 0)
-    return target, flags
+    target[:, n] = 1.0 - _sum(risky, 1)
+    # A closed asset whose score asked for a weight (a_i / s * L) other than the one it keeps.
+    total = _sum(actions, 1)
+    moved = _max(np.abs(a_risky * leverage - held * total[:, None]) * closed_f, 1) > 1e-9 * total
+    return target, capped * WEIGHT_CAP + moved * CLOSED_ASSET
 
 
 def step_portfolios(
@@ -209,84 +233,93 @@ def step_portfolios(
     """
     n = market.fee_rate.shape[0]
     nav = state.nav
-    tradable = market.tradable[t]
-    returns = market.returns[t]
+    weights = state.weights
+    rows = market.day_rows[t]
 
-    vol = rolling_vol(state.log_returns, state.n_returns)
-    drawdown_now = 1.0 - nav / state.peak
     if cfg.drawdown_control:
-        active = (vol * np.sqrt(DAYS_PER_YEAR) > cfg.dd_vol_threshold) | (drawdown_now > cfg.dd_threshold)
-        scale = np.where(active, cfg.dd_scale, 1.0)
+        vol = rolling_vol(state.log_returns, state.n_returns)
+        active = (vol * np.sqrt(DAYS_PER_YEAR) > cfg.dd_vol_threshold) | (1.0 - nav / state.peak > cfg.dd_threshold)
+        scale = 1.0 - active * (1.0 - cfg.dd_scale)
+        target, flags = target_weights(
+            actions, weights, rows[:, OPEN], rows[:, CLOSED], cfg.leverage, cfg.max_weight, scale)
+        flags |= active * DRAWDOWN_CONTROL
     else:
-        active = np.zeros(nav.shape, dtype=bool)
-        scale = np.ones(nav.shape)
-    target, flags = target_weights(actions, state.weights, tradable, cfg.leverage, cfg.max_weight, scale)
-    flags = flags | np.where(active, DRAWDOWN_CONTROL, 0)
+        target, flags = target_weights(
+            actions, weights, rows[:, OPEN], rows[:, CLOSED], cfg.leverage, cfg.max_weight)
 
     # Costs on traded notional (currency).
     risky = target[:, :n]
-    traded = np.abs(risky - state.weights[:, :n]) * nav[:, None]
-    turnover = np.abs(risky - state.weights[:, :n]).sum(axis=1)
-    fee = traded @ (market.fee_rate * cfg.cost_scale)
+    change = np.abs(risky - weights[:, :n])
+    turnover = _sum(change, 1)
+    traded = change * nav[:, None]
+    fee = traded @ market.fee_rate
     if cfg.slippage and cfg.cost_scale > 0:
-        adv = market.adv[t]
-        known = adv > 0
-        impact = np.where(known, np.sqrt(traded / np.where(known, 0.01 * adv, 1.0)), 1.0)
-        slippage = (traded * impact) @ (market.slip_rate * cfg.cost_scale)
+        impact = np.sqrt(traded * rows[:, INV_ADV]) + rows[:, FLAT]
+        slippage = (traded * impact) @ market.slip_rate
     else:
         slippage = np.zeros_like(fee)
-    nav_post = nav - fee - slippage
+    if cfg.cost_scale != 1.0:
+        fee *= cfg.cost_scale
+        slippage *= cfg.cost_scale
+    cost = fee + slippage
+    nav_post = nav - cost
 
     # Returns and drift.
-    cash = target[:, n]
-    cash_ret = np.where(cash >= 0, cfg.cash_rate, cfg.borrow_rate) / DAYS_PER_YEAR
-    holdings = np.empty_like(target)
-    holdings[:, :n] = risky * (1.0 + returns) * nav_post[:, None]
-    holdings[:, n] = cash * (1.0 + cash_ret) * nav_post
-    nav_new = holdings.sum(axis=1)
-    gross_notional = np.abs(holdings[:, :n]).sum(axis=1)
-
-    bankrupt = nav_new <= 0
-    liquidated = np.zeros_like(bankrupt)
+    holdings = target * nav_post[:, None]
+    holdings[:, :n] *= rows[:, GROWTH]
     if cfg.margin:
-        liquidated = ~bankrupt & (nav_new < cfg.maintenance_margin * gross_notional)
-        nav_new = np.where(liquidated, nav_new - cfg.liquidation_penalty * gross_notional, nav_new)
-        bankrupt = bankrupt | (nav_new <= 0)
-    closed_out = liquidated | bankrupt
-    nav_new = np.maximum(nav_new, 0.0)
-    safe_nav = np.where(nav_new > 0, nav_new, 1.0)
-    weights_new = holdings / safe_nav[:, None]
-    if closed_out.any():
-        weights_new[closed_out] = 0.0
-        weights_new[closed_out, n] = 1.0
-    flags = flags | np.where(liquidated, LIQUIDATION, 0) | np.where(bankrupt, BANKRUPTCY, 0)
+        cash_rate = np.where(target[:, n] >= 0, cfg.cash_rate, cfg.borrow_rate)
+        holdings[:, n] *= 1.0 + cash_rate / DAYS_PER_YEAR
+    elif cfg.cash_rate:
+        holdings[:, n] *= 1.0 + cfg.cash_rate / DAYS_PER_YEAR
+    nav_new = _sum(holdings, 1)
+
+    terminated = nav_new <= 0  # bankruptcy
+    if cfg.margin:
+        gross_notional = _sum(np.abs(holdings[:, :n]), 1)
+        liquidated = ~terminated & (nav_new < cfg.maintenance_margin * gross_notional)
+        nav_new = nav_new - liquidated * (cfg.liquidation_penalty * gross_notional)
+        bankrupt = nav_new <= 0
+        terminated = liquidated | bankrupt
+        flags |= liquidated * LIQUIDATION + bankrupt * BANKRUPTCY
+    else:
+        flags |= terminated * BANKRUPTCY
+    if terminated.any():
+        nav_new = np.maximum(nav_new, 0.0)
+        weights_new = holdings / np.where(terminated, 1.0, nav_new)[:, None]
+        weights_new[terminated] = 0.0
+        weights_new[terminated, n] = 1.0
+        ratio = np.maximum(nav_new / nav, 1e-6)
+    else:
+        weights_new = holdings / nav_new[:, None]
+        ratio = nav_new / nav
+    gross_leverage = _sum(np.abs(weights_new[:, :n]), 1) if cfg.margin else 1.0 - weights_new[:, n]
 
     # Bookkeeping for rewards and risk.
-    ratio = nav_new / nav
-    log_ret = np.log(np.maximum(ratio, 1e-6))
+    log_ret = np.log(ratio)
     peak = np.maximum(state.peak, nav_new)
     drawdown = 1.0 - nav_new / peak
     log_returns = np.empty_like(state.log_returns)
     log_returns[:, :-1] = state.log_returns[:, 1:]
     log_returns[:, -1] = log_ret
     n_returns = np.minimum(state.n_returns + 1, log_returns.shape[1])
-    cost_frac = (fee + slippage) / nav
+    cost_frac = cost / nav
 
     dsr_a, dsr_b = state.dsr_a, state.dsr_b
     if cfg.reward == "log_return":
         reward = log_ret
     elif cfg.reward == "dsr":
-        reward, dsr_a, dsr_b = differential_sharpe(ratio - 1.0, state.dsr_a, state.dsr_b, cfg.dsr_eta)
+        reward, dsr_a, dsr_b = differential_sharpe(ratio - 1.0, dsr_a, dsr_b, cfg.dsr_eta)
     else:
         vol_new = rolling_vol(log_returns, n_returns)
         reward = cfg.alpha * log_ret - cfg.beta * vol_new - cfg.gamma * drawdown - cfg.delta * cost_frac
     if cfg.concentration_penalty:
-        reward = reward - cfg.concentration_penalty * (risky * risky).sum(axis=1)
+        reward = reward - cfg.concentration_penalty * _sum(risky * risky, 1)
 
     new_state = PortfolioState(nav_new, weights_new, peak, log_returns, n_returns, dsr_a, dsr_b)
     outcome = StepOutcome(
         reward=reward, target=target, fee=fee, slippage=slippage, turnover=turnover,
-        cost_frac=cost_frac, log_return=log_ret, drawdown=drawdown,
-        gross_leverage=np.abs(weights_new[:, :n]).sum(axis=1), flags=flags, terminated=closed_out,
+        cost_frac=cost_frac, log_return=log_ret, drawdown=drawdown, gross_leverage=gross_leverage,
+        flags=flags, terminated=terminated,
     )
     return new_state, outcome
