@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.common import ObsLayout, alr_from_weights, as_batch
+from agents.common import ObsLayout, alr_from_weights, as_batch, as_batched_env
 from agents.transformer_encoder import PolicyModule, TransformerActorCritic
 
 
@@ -85,36 +85,6 @@ class PPOConfig:
                 raise ValueError(f"PPOConfig.{name} must be positive, got {getattr(self, name)!r}")
         if not 0.0 < self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError("PPOConfig.gamma must be in (0, 1] and gae_lambda in [0, 1]")
-
-
-class _SingleAsBatch:
-    """A gymnasium.Env seen as a 1-wide batched env with SAME_STEP autoreset."""
-
-    def __init__(self, env: Any) -> None:
-        self.env, self.num_envs = env, 1
-
-    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict]:
-        obs, info = self.env.reset(seed=seed)
-        return np.asarray(obs, np.float32)[None], info
-
-    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-        obs, rew, term, trunc, info = self.env.step(actions[0])
-        infos: dict = {}
-        if term or trunc:
-            infos = {"final_obs": np.array([np.asarray(obs, np.float32)], dtype=object), "_final_obs": np.ones(1, bool)}
-            obs, _ = self.env.reset()
-        return (np.asarray(obs, np.float32)[None], np.array([rew], np.float32), np.array([term]),
-                np.array([trunc]), infos)
-
-
-def as_batched_env(env: Any) -> Any:
-    """``env`` if it already steps a batch (has ``num_envs``), else a 1-wide adapter around it."""
-    if hasattr(env, "num_envs"):
-        mode = getattr(env, "metadata", {}).get("autoreset_mode")
-        if mode is not None and "next" in str(getattr(mode, "value", mode)).lower():
-            raise ValueError("batched envs must use gymnasium's SAME_STEP autoreset mode, not NEXT_STEP")
-        return env
-    return _SingleAsBatch(env)
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, last_value: np.ndarray,

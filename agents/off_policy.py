@@ -1,0 +1,260 @@
+"""What SAC and DDPG share: the LSTM encoder, the replay buffer, the rollout loop and checkpoints.
+
+Encoder sharing (as in SAC-AE / DrQ): one ``LSTMExtractor`` (``nets.encoder``) is trained by the critic
+loss; the actor reads its latent detached, and the target critics read ``nets.encoder_target``, a
+Polyak-averaged copy. ``policy.pth`` is the state dict of ``nets`` (an ``nn.ModuleDict``): the
+deployment path needs only the ``encoder.*`` and ``actor.*`` entries.
+
+Rollout (``train``): warm-up decisions (``learning_starts``) are uniform draws on the simplex of the
+tradable assets (Dirichlet(1)); afterwards the algorithm's exploration policy acts. Every batched env step
+adds M transitions and runs ``gradient_steps`` updates of ``batch_size``. Time-limit truncation is not a
+terminal (the target bootstraps from ``final_obs``). With an env that exposes day indices (see
+``agents.replay_buffer.index_source``) and ``index_buffer`` on, the buffer stores days and weights only.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents.common import ObsLayout, as_batch, as_batched_env, full_mask, masked_softmax
+from agents.lstm_extractor import AssetScoreHead, LSTMExtractor
+from agents.replay_buffer import IndexReplayBuffer, ObsReplayBuffer, ReplayBatch, index_source
+
+
+class LSTMPolicyModule(nn.Module):
+    """Deterministic policy obs (B, obs_dim) -> weights (B, N+1): encoder -> actor head -> masked softmax.
+
+    ``cash_reference`` True (SAC): logits = [mu_1..mu_N, 0] (the actor's first output, cash row ignored);
+    False (DDPG): logits = the actor's first output for all N+1 rows. Trace/ONNX friendly.
+    """
+
+    def __init__(self, layout: ObsLayout, encoder: LSTMExtractor, actor: AssetScoreHead, cash_reference: bool):
+        super().__init__()
+        self.layout, self.encoder, self.actor, self.cash_reference = layout, encoder, actor, cash_reference
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        features, weights, mask = self.layout.split(obs)
+        out = self.actor(self.encoder(features), weights)[..., 0]
+        if self.cash_reference:
+            out = torch.cat([out[:, :-1], torch.zeros_like(out[:, :1])], dim=1)
+        return masked_softmax(out, full_mask(mask))
+
+
+def dirichlet_on_tradable(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:
+    """Uniform random weights (M, N+1) on the simplex of tradable assets + cash; mask (M, N)."""
+    keep = np.concatenate([mask, np.ones((mask.shape[0], 1), mask.dtype)], axis=1) > 0.5
+    g = rng.exponential(size=keep.shape) * keep
+    return (g / g.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class OffPolicyAgent:
+    """Base of ``SACAgent`` and ``DDPGAgent``; subclasses define ``_build``, ``_explore``, ``_update``."""
+
+    algo = ""
+    config_class: type = object
+    cash_reference = False
+
+    def __init__(self, state_dim: int, action_dim: int, layout: ObsLayout | None = None, **config: Any) -> None:
+        self.config = self.config_class(**config)
+        c = self.config
+        self.layout = layout or ObsLayout.infer(state_dim, action_dim, c.window)
+        self.layout.check_obs_dim(state_dim)
+        if self.layout.action_dim != action_dim:
+            raise ValueError(f"action_dim {action_dim} does not match the layout's N+1 = {self.layout.action_dim}")
+        with torch.random.fork_rng():
+            torch.manual_seed(c.seed)
+            self.nets = nn.ModuleDict({"encoder": LSTMExtractor(self.layout, c.hidden, c.lstm_layers)})
+            self._build()
+        self.nets["encoder_target"] = copy.deepcopy(self.nets["encoder"])
+        for p in self.nets["encoder_target"].parameters():
+            p.requires_grad_(False)
+        self.optimizers: dict[str, torch.optim.Optimizer] = self._optimizers()
+        self.gen = torch.Generator().manual_seed(c.seed)
+        self.np_rng = np.random.default_rng(c.seed)
+        self.global_step = 0
+        self.n_updates = 0
+        self.buffer: ObsReplayBuffer | None = None
+        self._env_obs: np.ndarray | None = None
+
+    # -- to be defined by the algorithm --------------------------------------------------------------
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def _explore(self, obs: torch.Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+    def _update(self, batch: ReplayBatch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _on_episode_end(self, rows: np.ndarray) -> None:
+        return None
+
+    # -- acting --------------------------------------------------------------------------------------
+    def policy_module(self) -> nn.Module:
+        """A snapshot of the deterministic policy obs (B, obs_dim) -> weights (B, N+1), in eval mode."""
+        return LSTMPolicyModule(self.layout, copy.deepcopy(self.nets["encoder"]),
+                                copy.deepcopy(self.nets["actor"]), self.cash_reference).eval()
+
+    @torch.no_grad()
+    def get_action(self, state: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Weights (N+1,) for one observation (obs_dim,), or (B, N+1) for (B, obs_dim); float32."""
+        obs = as_batch(state, self.layout.obs_dim)
+        if deterministic:
+            w = LSTMPolicyModule(self.layout, self.nets["encoder"], self.nets["actor"], self.cash_reference)(obs)
+            w = w.numpy().astype(np.float32)
+        else:
+            w = self._explore(obs)
+        return w[0] if np.ndim(state) == 1 else w
+
+    def _split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """obs (B, obs_dim) -> latent (B, N+1, H) of the online encoder, weights (B, N+1), mask1 (B, N+1)."""
+        features, weights, mask = self.layout.split(obs)
+        return self.nets["encoder"](features), weights, full_mask(mask)
+
+    # -- training loop -------------------------------------------------------------------------------
+    def _make_buffer(self, venv: Any) -> ObsReplayBuffer:
+        src = index_source(venv) if self.config.index_buffer else None
+        if src is not None:
+            return IndexReplayBuffer(src[0], src[1], self.layout, self.config.buffer_size)
+        return ObsReplayBuffer(self.config.buffer_size, self.layout.obs_dim, self.layout.action_dim)
+
+    def train(self, env: Any, total_timesteps: int,
+              callback: Callable[[int, dict[str, float]], Any] | None = None) -> dict[str, float]:
+        """Train until ``global_step`` (env decisions over the batch) reaches ``total_timesteps``.
+
+        ``callback(global_step, metrics)`` runs every ``log_interval`` decisions (and at the end);
+        returning ``False`` stops. Metrics: the last update's losses, ``alpha`` (SAC), ``episode_return``,
+        ``samples_per_s``. A later call continues with the same env and buffer.
+        """
+        c, venv = self.config, as_batched_env(env)
+        m = venv.num_envs
+        if self.buffer is None:
+            self.buffer = self._make_buffer(venv)
+        indexed = isinstance(self.buffer, IndexReplayBuffer)
+        if self._env_obs is None or self._env_obs.shape[0] != m:
+            self._env_obs = np.asarray(venv.reset(seed=c.seed)[0], np.float32)
+            self._ep_return, self._recent = np.zeros(m), []
+        metrics: dict[str, float] = {}
+        t0, steps0, next_log = time.perf_counter(), self.global_step, self.global_step + c.log_interval
+        while self.global_step < total_timesteps:
+            obs = self._env_obs
+            _, weights, mask = self.layout.split_numpy(obs)
+            if self.global_step < c.learning_starts:
+                actions = dirichlet_on_tradable(self.np_rng, mask)
+            else:
+                with torch.no_grad():
+                    actions = self._explore(torch.as_tensor(obs))
+            days = venv.days.copy() if indexed else None
+            next_obs, rew, term, trunc, infos = venv.step(actions)
+            next_obs = np.asarray(next_obs, np.float32)
+            term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
+            rew = np.asarray(rew, np.float64)
+            done = term | trunc
+            if indexed:
+                self.buffer.add_days(days, weights, actions, rew, np.asarray(infos["t"]),
+                                     np.asarray(infos["weights"]), term)
+            else:
+                real_next = next_obs.copy()
+                for i in np.flatnonzero(np.asarray(infos.get("_final_obs", np.zeros(m, bool)), bool)):
+                    real_next[i] = np.asarray(infos["final_obs"][i], np.float32)
+                self.buffer.add(obs, actions, rew, real_next, term)
+            self._ep_return += rew
+            for i in np.flatnonzero(done):
+                self._recent = (self._recent + [float(self._ep_return[i])])[-100:]
+                self._ep_return[i] = 0.0
+            if done.any():
+                self._on_episode_end(done)
+            self._env_obs = next_obs
+            self.global_step += m
+            if self.global_step >= c.learning_starts and len(self.buffer) >= c.batch_size:
+                for _ in range(c.gradient_steps):
+                    metrics = self._update(self.buffer.sample(c.batch_size, self.np_rng))
+                    self.n_updates += 1
+            if self.global_step >= next_log or self.global_step >= total_timesteps:
+                next_log += c.log_interval
+                metrics = dict(metrics)
+                metrics["episode_return"] = float(np.mean(self._recent)) if self._recent else float("nan")
+                metrics["samples_per_s"] = (self.global_step - steps0) / max(time.perf_counter() - t0, 1e-9)
+                if callback is not None and callback(self.global_step, metrics) is False:
+                    break
+        return metrics
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """State dict of every network (``encoder``, ``actor``, critics and targets); ``policy.pth``."""
+        return self.nets.state_dict()
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.nets.load_state_dict(state)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Networks, optimizers, RNG states, counters and the replay buffer's arrays (no objects)."""
+        buf = None
+        if self.buffer is not None:
+            buf = {k: torch.as_tensor(v) for k, v in vars(self.buffer).items()
+                   if isinstance(v, np.ndarray) and k not in ("features", "windows", "tradable")}
+            buf.update(size=self.buffer.size, pos=self.buffer.pos)
+        return {
+            "model": self.nets.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "torch_generator": self.gen.get_state(), "numpy_rng": self.np_rng.bit_generator.state,
+            "global_step": self.global_step, "n_updates": self.n_updates, "buffer": buf,
+            "extra": self._extra_state(),
+            "env_obs": None if self._env_obs is None else torch.as_tensor(self._env_obs),
+            "ep_return": None if self._env_obs is None else torch.as_tensor(self._ep_return),
+            "recent_returns": list(getattr(self, "_recent", [])),
+            "config": dataclasses.asdict(self.config), "obs_layout": self.layout.to_dict(),
+        }
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    def save_checkpoint(self, path: str) -> None:
+        from agents.io import atomic_torch_save
+
+        atomic_torch_save(self.checkpoint_state(), path)
+
+    @classmethod
+    def load_checkpoint(cls, path: str, env: Any | None = None) -> OffPolicyAgent:
+        """Rebuild from ``save_checkpoint``; pass the env to restore an index buffer (it needs the features)."""
+        from agents.io import safe_torch_load
+
+        state = safe_torch_load(path)
+        layout = ObsLayout.from_dict(state["obs_layout"])
+        agent = cls(layout.obs_dim, layout.action_dim, layout=layout, **state["config"])
+        agent.nets.load_state_dict(state["model"])
+        for k, o in agent.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        agent.gen.set_state(state["torch_generator"])
+        agent.np_rng.bit_generator.state = state["numpy_rng"]
+        agent.global_step, agent.n_updates = int(state["global_step"]), int(state["n_updates"])
+        agent._load_extra_state(state["extra"])
+        if state["env_obs"] is not None:
+            agent._env_obs = state["env_obs"].numpy().copy()
+            agent._ep_return, agent._recent = state["ep_return"].numpy().copy(), list(state["recent_returns"])
+        if state["buffer"] is not None:
+            buf = dict(state["buffer"])
+            if "days" in buf:
+                if env is None or index_source(as_batched_env(env)) is None:
+                    raise ValueError("this checkpoint's replay buffer stores day indices: pass the env to load it")
+                agent.buffer = agent._make_buffer(as_batched_env(env))
+            else:
+                agent.buffer = ObsReplayBuffer(agent.config.buffer_size, layout.obs_dim, layout.action_dim)
+            agent.buffer.size, agent.buffer.pos = int(buf.pop("size")), int(buf.pop("pos"))
+            for k, v in buf.items():
+                setattr(agent.buffer, k, v.numpy().copy())
+        return agent
