@@ -64,6 +64,7 @@ VIX_BETA = 4.0  # daily log return of a 1x vol ETF per unit of (negative) equity
 VOL_CARRY = (-0.006, 0.0)  # (calm, stress) daily log carry of a 1x vol ETF (contango / backwardation)
 VOL_SPIKE, SPIKE_DAYS = 0.05, 7  # extra daily log return in the first SPIKE_DAYS days of a stress episode
 SAFE_HAVEN_CORR = (-0.05, -0.35)  # (calm, stress) correlation of bonds/gold with the equity shock
+SAFE_HAVEN_VOL_MULT = (1.0, 1.5)  # (calm, stress) multiplier of bond/gold volatility
 SAFE_HAVEN_STRESS_DRIFT = 0.0004  # extra daily log drift of bonds/gold in stress
 TBILL_RATE = 0.04  # annual, accrued per calendar day by cash legs
 ROLL_DRAG = 0.10  # annual roll drag of a crypto futures ETF
@@ -247,8 +248,9 @@ def _kind_returns(p: AssetProfile, f: _Factors, s: np.ndarray, eps: np.ndarray, 
     if p.kind in ("bond", "gold"):
         c = np.asarray(SAFE_HAVEN_CORR)[s]
         z = c * f.equity / np.sqrt(f.h_equity) + np.sqrt(1.0 - c**2) * eps
-        r = p.drift / TRADING_DAYS + SAFE_HAVEN_STRESS_DRIFT * f.stress + p.vol * z
-        return r, np.full(n, p.vol)
+        sd = p.vol * np.asarray(SAFE_HAVEN_VOL_MULT)[s] * np.sqrt(f.h_equity)  # clusters with equities
+        r = p.drift / TRADING_DAYS + SAFE_HAVEN_STRESS_DRIFT * f.stress + sd * z
+        return r, sd
     if p.kind == "futures_etf":
         assert btc is not None
         return btc + p.drift / 365.0 + p.vol * eps * open_days, np.full(n, PROFILES["BTC-USD"].vol)

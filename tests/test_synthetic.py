@@ -193,6 +193,10 @@ def test_traditional_and_futures_etfs(markets, seed):
     spy, ok = log_returns(m, "SPY")
     assert 0.005 < spy[ok].std() < 0.02  # equity-like daily vol
     assert log_returns(m, "BND")[0][ok].std() < 0.5 * spy[ok].std()  # bond-like vol
+    for ticker, floor in (("SPY", 0.02), ("IEF", 0.0), ("GLD", 0.0)):  # volatility clusters here too
+        x = log_returns(m, ticker)[0][ok]
+        sq = (x - x.mean()) ** 2
+        assert np.mean([np.corrcoef(sq[k:], sq[:-k])[0, 1] for k in range(1, 6)]) > floor, ticker
     for ticker in ("BND", "IEF", "GLD"):
         r, _ = log_returns(m, ticker)
         assert np.corrcoef(r[ok & stress], spy[ok & stress])[0, 1] < 0, ticker  # a hedge in stress
