@@ -319,7 +319,10 @@ class DeployedCryptoHedgeFund:
             except DataError as err:
                 raise RequestError(str(err)) from None
         last = max(f.index[-1] for f in frames.values())
-        today = np.datetime64(as_of or np.datetime64("now", "D"), "D")
+        try:
+            today = np.datetime64(as_of or np.datetime64("now", "D"), "D")
+        except (ValueError, TypeError):
+            raise RequestError(f"as_of must be an ISO date like 2024-01-31, got {as_of!r}") from None
         for t, f in frames.items():
             age = int((today - np.datetime64(f.index[-1], "D")).astype(int))
             if age > self.max_stale_days:

@@ -15,7 +15,7 @@ Endpoints:
 - ``POST /v1/allocate``: JSON ``{"observation": [...] | "ohlcv": {ticker: {date, open, high, low, close,
   volume}}, "current_weights"?, "last_returns"?, "as_of"?, "request_id"?}`` or a raw little-endian float32
   observation with ``Content-Type: application/octet-stream``. Answers ``{weights, policy_weights,
-  interventions, breaker_tripped, version, variant, request_id}``.
+  interventions, breaker_tripped, version (the registry version that answered), format_version, request_id}``.
 - ``POST /v1/performance``: ``{"returns": {ticker: one-day simple return}}`` realised after the last
   answer; each version's last served weights earn them, compared with equal weight over the N assets.
 - ``GET /healthz``, ``GET /metrics`` (Prometheus text), ``GET /v1/registry``,
@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastapi import Request  # module level: FastAPI resolves the endpoints' string annotations here
 
 from data.config import from_mapping, load_yaml
 from data.market import DataError
@@ -179,7 +180,7 @@ class ServingApp:
         if len(alloc.feature_rows):
             vs.drift.observe(alloc.feature_rows)
         self.audit.record(rid, alloc.version, alloc.interventions, variant=name)
-        return {"request_id": rid, "version": alloc.version, "variant": name, "weights": alloc.weights,
+        return {"request_id": rid, "version": name, "format_version": alloc.version, "weights": alloc.weights,
                 "policy_weights": alloc.policy_weights, "breaker_tripped": alloc.breaker_tripped,
                 "interventions": [i.to_dict() for i in alloc.interventions]}
 
@@ -301,7 +302,7 @@ def _num(v: float) -> str:
 
 def make_app(state: ServingApp):
     """The FastAPI application over ``state``."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import JSONResponse, PlainTextResponse
 
     app = FastAPI(title="DRL hedge fund allocation service", docs_url=None, redoc_url=None)
