@@ -25,7 +25,7 @@ import pandas as pd
 from data.config import DataConfig
 from data.market import DataError, MarketData
 from data.synthetic import calendar, generate_market
-from data.universe import Universe
+from data.universe import Universe, calendar_of
 
 SOURCES: tuple[str, ...] = ("synthetic", "csv", "yfinance")
 PRICE_COLUMNS: tuple[str, ...] = ("Open", "High", "Low", "Close")
@@ -239,6 +239,11 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
             col_v[pos] = frame[col].to_numpy()
             out[col][:, i] = col_v
         volume[pos, i] = frame["Volume"].to_numpy()
+        span = quoted[pos[0]: pos[-1] + 1, i]
+        if calendar_of(ticker) == "7d" and not span.all():
+            gap = days[pos[0] + int(np.argmin(span))]
+            notes.append(f"{ticker} has no quote on {int((~span).sum())} day(s) between its first and last "
+                         f"quote (first: {gap}); its price is carried over and it is not tradable then")
         last_day = np.datetime64(frame.index[-1], "D")
         if last_day < last - 6:
             notes.append(f"{ticker}'s last quote is {last_day}; its price is carried over after that")

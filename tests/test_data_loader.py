@@ -234,6 +234,18 @@ def test_calendar_is_trimmed_to_the_quoted_span(tmp_path):
     assert any("AAA-USD's last quote is 2021-02-20" in n for n in m.notes)
 
 
+def test_gaps_in_a_seven_day_series_are_carried_and_noted(tmp_path):
+    coin_days = [d for d in days("2021-01-01", "2021-03-31") if d not in ("2021-02-02", "2021-02-03")]
+    write(tmp_path, "AAA-USD", bars(coin_days))
+    write(tmp_path, "BBB-USD", bars(days("2021-01-01", "2021-03-31")))
+    m = load_market(config(tmp_path, {"growth": ["AAA-USD", "BBB-USD"]}), verbose=False)
+    gap = (m.dates >= np.datetime64("2021-02-02")) & (m.dates <= np.datetime64("2021-02-03"))
+    assert not m.tradable[gap, 0].any() and m.listed[gap, 0].all() and m.tradable[~gap, 0].all()
+    assert np.all(m.close[gap, 0] == m.close[np.flatnonzero(gap)[0] - 1, 0])
+    assert m.notes == ("AAA-USD has no quote on 2 day(s) between its first and last quote (first: "
+                       "2021-02-02); its price is carried over and it is not tradable then",)
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.booleans(), min_size=20, max_size=60), st.integers(0, 10))
 def test_alignment_invariants_for_any_quote_pattern(quoted_flags, first_listed):
