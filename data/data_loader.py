@@ -185,9 +185,10 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
     clipped: dict[str, pd.DataFrame] = {}
     carried_in: dict[str, float] = {}  # last close before the span, carried into its first days
     for ticker in universe.tickers:
-        if ticker in reasons:
+        frame = frames.get(ticker)
+        if frame is None:
+            reasons.setdefault(ticker, "the source has no data for it")
             continue
-        frame = frames[ticker]
         idx = frame.index.to_numpy().astype("datetime64[D]")
         sub = frame.loc[(idx >= lo) & (idx <= hi)]
         if len(sub) == 0:
@@ -205,13 +206,14 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
         raise DataError(f"no data between {start} and {end} for any ticker of the universe "
                         f"(source '{source}')")
     if len(kept) < 2:
-        dropped = ", ".join(f"{t} ({r})" for t, r in reasons.items())
+        why = ", ".join(f"{t} ({reasons[t]})" for t in universe.tickers if t in reasons)
         raise DataError(f"only {kept[0]} has enough history between {start} and {end}; at least 2 assets "
-                        f"are needed (dropped: {dropped})")
+                        f"are needed (dropped: {why})")
     first = lo if carried_in else min(np.datetime64(f.index[0], "D") for f in clipped.values())
     last = max(np.datetime64(f.index[-1], "D") for f in clipped.values())
     days = np.arange(first, last + 1, dtype="datetime64[D]")
-    notes = [f"dropped {t}: {r}" for t, r in reasons.items()]
+    dropped = tuple(t for t in universe.tickers if t in reasons)  # universe order
+    notes = [f"dropped {t}: {reasons[t]}" for t in dropped]
     if first > lo or last < hi:
         notes.append(f"calendar trimmed to the quoted span {first}..{last} (asked {start}..{end})")
     sub_universe = universe.subset(kept)
@@ -253,7 +255,7 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
     return MarketData(
         dates=days, tickers=sub_universe.tickers, categories=sub_universe.categories,
         open=out["Open"], high=out["High"], low=out["Low"], close=out["Close"], volume=volume,
-        listed=has_price, tradable=quoted, source=source, dropped=tuple(reasons), notes=tuple(notes),
+        listed=has_price, tradable=quoted, source=source, dropped=dropped, notes=tuple(notes),
     )
 
 

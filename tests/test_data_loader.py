@@ -281,10 +281,10 @@ def test_alignment_invariants_for_any_quote_pattern(quoted_flags, first_listed):
 
 def test_missing_and_short_tickers_are_dropped_and_reported(market_dir, capsys):
     write(market_dir, "SHORT-USD", bars(days("2021-03-29", "2021-03-31")))
-    cfg = config(market_dir, {"growth": ["AAA-USD", "GONE-USD", "SHORT-USD"], "traditional": ["EEE"]},
+    cfg = config(market_dir, {"growth": ["SHORT-USD", "AAA-USD", "GONE-USD"], "traditional": ["EEE"]},
                  min_history_days=10)
     m = load_market(cfg)
-    assert m.tickers == ("AAA-USD", "EEE") and m.dropped == ("GONE-USD", "SHORT-USD")
+    assert m.tickers == ("AAA-USD", "EEE") and m.dropped == ("SHORT-USD", "GONE-USD")  # universe order
     err = capsys.readouterr().err
     assert "note: dropped GONE-USD: no file GONE-USD.csv" in err
     assert "note: dropped SHORT-USD: only 3 quotes between 2021-01-01 and 2021-03-31, fewer than " \
