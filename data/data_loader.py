@@ -112,7 +112,7 @@ def read_csv_ticker(path: Path) -> pd.DataFrame:
     """Read and validate one yfinance-layout CSV (see ``validate_ohlcv``)."""
     name = f"file '{path}'"
     try:
-        raw = pd.read_csv(path, dtype=str, skip_blank_lines=True)
+        raw = pd.read_csv(path, skip_blank_lines=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{name} is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
