@@ -159,7 +159,12 @@ def agent_config_class(algo: str) -> type:
 
 def validate_agent_params(algo: str, params: dict[str, Any]) -> Any:
     """Build the agent's config dataclass from ``params`` (unknown key or wrong type -> DataError)."""
-    return from_mapping(agent_config_class(algo), params, f"agent.{algo}")
+    try:
+        return from_mapping(agent_config_class(algo), params, f"agent.{algo}")
+    except DataError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise DataError(f"agent.{algo} is invalid: {err}") from None
 
 
 def from_raw(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:

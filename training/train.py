@@ -1,0 +1,592 @@
+"""Train one agent on the training span and validate it on the span after, writing a complete run directory.
+
+Command line (the DESIGN.md contract; with no arguments it runs ``configs/quickstart.yaml`` on the synthetic
+market into ``runs/quickstart``)::
+
+    python training/train.py --config CONFIG [--algo ppo|sac|ddpg|forecaster] [--source yfinance|csv|synthetic]
+        [--data-dir DIR] [--seed N] [--total-timesteps N] [--set SECTION.KEY=VALUE ...] --out RUN_DIR
+        [--resume] [--ray-address ADDR --seeds 0 1 2]
+
+Spans: training uses days ``<= data.train_end`` (normalisation statistics are fitted on that span only);
+validation runs the deterministic policy once over ``(train_end, training.val_end or data.end]`` with the
+same costs, all cash at the start.
+
+Run directory (every file written to a temp name and renamed into place):
+
+- ``policy.pth`` (state dict) and ``config.json`` (``algo``, ``agent``, ``obs_layout``, ``version`` from
+  ``agents.io.save_agent`` plus ``experiment``: the full config, and ``tickers``/``feature_names``);
+- ``manifest.json``: the feature store it trained on (tickers, dates, feature names, normalisation stats
+  fitted on the training span, content hash; the same keys as ``data.tf_pipeline``'s manifest);
+- ``curves.csv`` / ``curves.png``: per training episode the reward, Sharpe, Sortino, max drawdown, VaR, CVaR;
+- ``validation.json``: validation metrics (net Sharpe after costs of the excess return over the T-bill leg,
+  Sortino, max drawdown, VaR/CVaR, turnover, costs, total return) and ``validation_returns.csv``;
+- ``checkpoints/latest.pt`` (full training state; ``--resume`` continues from it) and ``tb/`` (TensorBoard).
+
+Determinism: same config and seed give a bit-identical ``policy.pth`` on CPU (torch runs with
+``training.torch_threads`` threads, 1 by default). ``--resume`` continues the optimisation where the
+checkpoint stopped (weights, optimiser, RNG streams, step count); the envs restart fresh episodes, so a
+resumed run is a faithful continuation, not a bit-for-bit replay of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.market import DataError, FeatureStore
+from training.config import (
+    CONFIG_VERSION,
+    DEFAULT_CONFIG,
+    ExperimentConfig,
+    agent_config_class,
+    load_experiment,
+    parse_set_option,
+    to_raw,
+)
+from training.curves import (
+    EpisodeRecord,
+    EpisodeTracker,
+    cvar,
+    max_drawdown,
+    plot_curves,
+    read_curves_csv,
+    sharpe_ratio,
+    sortino_ratio,
+    value_at_risk,
+    write_curves_csv,
+)
+
+RUN_FORMAT_VERSION = 1
+#: Fewest decisions a training or validation span must allow (beyond the observation window).
+MIN_SPAN_DECISIONS = 30
+
+
+# -- small I/O helpers ----------------------------------------------------------------------------------
+def write_json(path: Path, obj: Any) -> None:
+    """JSON to ``path`` via a temp file + rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def store_manifest(store: FeatureStore, cfg: ExperimentConfig) -> dict[str, Any]:
+    """The feature-store manifest of a run (keys as in ``data.tf_pipeline.write_store``'s manifest)."""
+    iso = lambda d: str(np.datetime64(d, "D"))  # noqa: E731
+    return {
+        "format_version": 1,
+        "tickers": list(store.tickers),
+        "categories": list(store.categories),
+        "feature_names": list(store.feature_names),
+        "n_days": store.n_days, "n_assets": store.n_assets, "n_features": store.n_features,
+        "dates": {"start": iso(store.dates[0]), "end": iso(store.dates[-1]), "n_days": store.n_days},
+        "train_end": iso(store.train_end),
+        "source": store.source,
+        "synthetic": store.synthetic,
+        "norm": {"mean": [float(x) for x in store.norm_mean], "std": [float(x) for x in store.norm_std],
+                 "fitted_on": f"listed asset-days with date <= {iso(store.train_end)}"},
+        "content_hash": store.content_hash,
+        "clip": cfg.data.clip,
+        "risk_free": cfg.data.risk_free,
+    }
+
+
+# -- building the pieces ----------------------------------------------------------------------------------
+def build_store(cfg: ExperimentConfig, source: str | None = None, data_dir: str | None = None) -> FeatureStore:
+    """Load the market of ``cfg.data`` and build the feature store normalised on ``[start, train_end]``."""
+    from data.feature_engineering import load_feature_store
+
+    return load_feature_store(cfg.data, source=source, data_dir=data_dir)
+
+
+def costs_of(cfg: ExperimentConfig) -> dict[str, tuple[float, float]]:
+    """Per-category (fee, slippage) bps overrides from ``data.costs_bps``."""
+    return {k: (float(v[0]), float(v[1])) for k, v in cfg.data.costs_bps.items()}
+
+
+def check_spans(cfg: ExperimentConfig, store: FeatureStore) -> tuple[int, int]:
+    """Days available for training and validation; a window longer than either is a ``DataError``."""
+    dates = store.dates.astype("datetime64[D]")
+    n_train = int((dates <= np.datetime64(cfg.data.train_end, "D")).sum())
+    val_lo, val_hi = np.datetime64(cfg.val_start, "D"), np.datetime64(cfg.val_end, "D")
+    n_val = int(((dates >= val_lo) & (dates <= val_hi)).sum())
+    w = cfg.env.window
+    if n_train < w + MIN_SPAN_DECISIONS:
+        raise DataError(
+            f"the training span has {n_train} days after the feature warm-up (first day {dates[0]}), "
+            f"too few for a {w}-day window plus {MIN_SPAN_DECISIONS} decisions; lower env.window or start earlier"
+        )
+    if n_val < 2:
+        raise DataError(f"the validation span {cfg.val_start}..{cfg.val_end} holds {n_val} days; it needs at least 2")
+    return n_train, n_val
+
+
+def agent_class(algo: str) -> Any:
+    """The agent class for ``algo`` (lazy import)."""
+    if algo == "ppo":
+        from agents.ppo_agent import PPOAgent
+
+        return PPOAgent
+    if algo == "sac":
+        from agents.sac_agent import SACAgent
+
+        return SACAgent
+    if algo == "ddpg":
+        from agents.ddpg_agent import DDPGAgent
+
+        return DDPGAgent
+    from agents.forecaster import Forecaster
+
+    return Forecaster
+
+
+def agent_kwargs(cfg: ExperimentConfig, n_features: int) -> dict[str, Any]:
+    """The agent's hyper-parameters: the ``agent.<algo>`` section plus window/n_features/seed filled in
+    from ``env.window``, the store and ``training.seed`` (those three are not set in the agent section)."""
+    import dataclasses
+
+    params = cfg.agent_params()
+    names = {f.name for f in dataclasses.fields(agent_config_class(cfg.algo))}
+    for key, value in (("window", cfg.env.window), ("n_features", n_features), ("seed", cfg.training.seed)):
+        if key in params:
+            raise DataError(f"agent.{cfg.algo}.{key} is set from the env/training sections; remove it from the agent section")
+        if key in names:
+            params[key] = value
+    return params
+
+
+def make_agent(cfg: ExperimentConfig, layout: Any) -> Any:
+    """A fresh agent for ``layout`` (an ``agents.common.ObsLayout``)."""
+    cls = agent_class(cfg.algo)
+    try:
+        return cls(layout.obs_dim, layout.action_dim, layout=layout, **agent_kwargs(cfg, layout.n_features))
+    except (TypeError, ValueError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"agent.{cfg.algo} is invalid: {err}") from None
+
+
+class RecordingEnv:
+    """Pass-through batched env that feeds every step to an ``EpisodeTracker`` and a step hook.
+
+    Per portfolio the daily net return is ``expm1(info["log_return"])`` (NAV growth after all costs).
+    Any other attribute (``days``, ``core``, ...) is the wrapped env's.
+    """
+
+    def __init__(self, env: Any, tracker: EpisodeTracker, on_step: Callable[[int, list[EpisodeRecord]], None]):
+        self.env, self.tracker, self.on_step = env, tracker, on_step
+        self.num_envs = env.num_envs
+        self.metadata = env.metadata
+        self.steps = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    def reset(self, *, seed: Any = None, options: Any = None) -> Any:
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, actions: Any) -> Any:
+        obs, rew, term, trunc, infos = self.env.step(actions)
+        self.steps += self.num_envs
+        rets = np.expm1(np.asarray(infos["log_return"], dtype=np.float64))
+        new = self.tracker.step(self.steps, rew, rets, np.logical_or(term, trunc))
+        self.on_step(self.num_envs, new)
+        return obs, rew, term, trunc, infos
+
+
+# -- validation -------------------------------------------------------------------------------------------
+def risk_free_returns(cfg: ExperimentConfig, store: FeatureStore, days: np.ndarray) -> tuple[np.ndarray, str]:
+    """Daily T-bill return (len(days),) earned from each decision day to the next, and its label.
+
+    The ``data.risk_free`` ticker's return when it is in the store, else ``risk_free_rate / 365``.
+    """
+    if cfg.data.risk_free and cfg.data.risk_free in store.tickers:
+        i = store.tickers.index(cfg.data.risk_free)
+        return np.asarray(store.returns[days, i], dtype=np.float64), cfg.data.risk_free
+    return np.full(days.shape, cfg.data.risk_free_rate / 365.0), f"{cfg.data.risk_free_rate:.2%}/yr constant"
+
+
+def evaluate_policy(policy: Any, store: FeatureStore, cfg: ExperimentConfig, start: str, end: str) -> dict[str, Any]:
+    """Run the deterministic ``policy`` (obs (B, obs_dim) -> weights (B, N+1)) once over ``[start, end]``.
+
+    All cash at the start; same costs as training. Returns the metrics mapping (daily units noted per key)
+    plus the ``returns``/``risk_free``/``dates`` arrays under ``series``.
+    """
+    import torch
+
+    from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
+
+    env = CryptoHedgeFundEnv.from_store(store, cfg.env, end=end, costs_bps=costs_of(cfg))
+    obs, info = env.reset(options={"start": start, "end": end})
+    days, rets, turns, costs, weights = [int(info["t"])], [], [], [], []
+    nav0 = float(info["nav"])
+    done = False
+    with torch.no_grad():
+        while not done:
+            w = policy(torch.as_tensor(obs[None, :])).numpy()[0].astype(np.float64)
+            obs, _, term, trunc, info = env.step(np.clip(w, 0.0, None))
+            rets.append(float(np.expm1(info["log_return"])))
+            turns.append(float(info["turnover"]))
+            costs.append(float(info["cost"]))
+            weights.append(np.asarray(info["target_weights"], dtype=np.float64))
+            days.append(int(info["t"]))
+            done = term or trunc
+    r = np.asarray(rets)
+    decision_days = np.asarray(days[:-1])
+    rf, rf_label = risk_free_returns(cfg, store, decision_days)
+    dates = store.dates.astype("datetime64[D]")
+    w = np.asarray(weights)
+    metrics = {
+        "start": str(dates[decision_days[0]]),
+        "end": str(dates[days[-1]]),
+        "n_days": int(r.size),
+        "sharpe": sharpe_ratio(r, rf),
+        "sharpe_gross_of_rf": sharpe_ratio(r),
+        "sortino": sortino_ratio(r, rf),
+        "max_drawdown": max_drawdown(r),
+        "var95": value_at_risk(r),
+        "cvar95": cvar(r),
+        "total_return": float(np.prod(1.0 + r) - 1.0),
+        "annual_return": float(np.prod(1.0 + r) ** (365.0 / max(r.size, 1)) - 1.0),
+        "annual_volatility": float(np.std(r, ddof=1) * np.sqrt(365.0)) if r.size > 1 else 0.0,
+        "turnover": float(np.mean(turns)),
+        "costs_fraction": float(np.sum(costs) / nav0),
+        "mean_cash_weight": float(w[:, -1].mean()),
+        "risk_free": rf_label,
+        "units": "sharpe/sortino annualised (365 d) on daily net returns minus the T-bill leg; max_drawdown, "
+        "var95, cvar95 positive fractions of NAV (VaR/CVaR daily); turnover = mean daily sum |risky weight change|; "
+        "costs_fraction = fees + slippage over the initial NAV",
+        "synthetic": store.synthetic,
+    }
+    metrics["series"] = {"dates": [str(dates[d]) for d in decision_days], "returns": r.tolist(), "risk_free": rf.tolist()}
+    return metrics
+
+
+def write_validation(run: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """``validation.json`` (metrics without the series) and ``validation_returns.csv``; returns the metrics."""
+    series = metrics.pop("series")
+    write_json(run / "validation.json", metrics)
+    tmp = run / "validation_returns.csv.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("date,net_return,risk_free\n")
+        for d, r, f in zip(series["dates"], series["returns"], series["risk_free"]):
+            fh.write(f"{d},{r!r},{f!r}\n")
+    os.replace(tmp, run / "validation_returns.csv")
+    return metrics
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+def _tensorboard(log_dir: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` that never imports TensorFlow (tensorboard's pure-python stub)."""
+    import types
+
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(log_dir))
+
+
+def _experiment_record(cfg: ExperimentConfig, store: FeatureStore) -> dict[str, Any]:
+    return {
+        "experiment": to_raw(cfg),
+        "run_format_version": RUN_FORMAT_VERSION,
+        "config_version": CONFIG_VERSION,
+        "tickers": list(store.tickers),
+        "feature_names": list(store.feature_names),
+        "source": store.source,
+    }
+
+
+def _rewrite_policy_deterministically(agent: Any, path: Path) -> None:
+    """Re-save ``policy.pth`` through an in-memory buffer so its bytes depend only on the weights.
+
+    ``torch.save`` names the zip archive's root folder after the file it writes; a random temp-file name
+    (as ``agents.io.save_agent`` uses) makes two identical state dicts differ in bytes. A buffer always
+    gets the root ``archive``, so the same seed gives the same file bit for bit.
+    """
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(agent.model_state(), buf)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _check_resumable(run: Path, cfg: ExperimentConfig) -> None:
+    """``--resume`` needs a checkpoint made with the same experiment (the step budget may grow)."""
+    if not (run / "checkpoints" / "latest.pt").is_file():
+        raise DataError(f"--resume: '{run}' holds no checkpoint (checkpoints/latest.pt)")
+    try:
+        old = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        raise DataError(f"--resume: '{run}/config.json' is missing or unreadable") from None
+    if old.get("run_format_version") != RUN_FORMAT_VERSION:
+        raise DataError(f"--resume: '{run}' was written by an incompatible version of train.py")
+    mine, theirs = to_raw(cfg), old.get("experiment", {})
+    for raw in (mine, theirs):
+        raw.get("training", {}).pop("total_timesteps", None)
+    if mine != theirs:
+        raise DataError(f"--resume: the config differs from the one '{run}' was trained with")
+
+
+def run_training(
+    cfg: ExperimentConfig,
+    out: Path,
+    *,
+    source: str | None = None,
+    data_dir: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    store: FeatureStore | None = None,
+    on_eval: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``cfg`` into the run directory ``out`` and return the validation metrics.
+
+    ``store`` reuses a prebuilt feature store (its ``train_end`` must be ``cfg.data.train_end``).
+    ``on_eval(step, metrics)`` is called after every periodic validation (``training.eval_every``) and may
+    raise to abort (Optuna pruning).
+    """
+    import torch
+
+    from agents.common import ObsLayout
+    from agents.io import save_agent
+    from environments.vector_env import BatchedHedgeFundEnv
+
+    tc = cfg.training
+    torch.set_num_threads(tc.torch_threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    out = Path(out)
+    if resume:
+        _check_resumable(out, cfg)
+    store = store if store is not None else build_store(cfg, source, data_dir)
+    if str(np.datetime64(store.train_end, "D")) != cfg.data.train_end:
+        raise DataError(f"the feature store was normalised up to {store.train_end}, the config says {cfg.data.train_end}")
+    check_spans(cfg, store)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoints"
+    if not resume:
+        for stale in ("checkpoints", "tb"):
+            shutil.rmtree(out / stale, ignore_errors=True)
+    ckpt_dir.mkdir(exist_ok=True)
+    write_json(out / "manifest.json", store_manifest(store, cfg))
+    write_json(out / "config.json", _experiment_record(cfg, store))
+
+    env = BatchedHedgeFundEnv(store, cfg.env, tc.n_envs, end=cfg.data.train_end, costs_bps=costs_of(cfg))
+    layout = ObsLayout.from_dict(env.obs_layout)
+    cls = agent_class(cfg.algo)
+    records: list[EpisodeRecord] = []
+    if resume:
+        from agents.io import safe_torch_load
+
+        try:
+            state = safe_torch_load(ckpt_dir / "latest.pt")
+        except ValueError as err:
+            raise DataError(f"--resume: {err}") from None
+        if hasattr(cls, "load_checkpoint_state"):
+            agent = make_agent(cfg, layout)
+            agent.load_checkpoint_state(state)
+        else:  # off-policy agents rebuild their replay buffer from the env's feature array
+            agent = cls.load_checkpoint(str(ckpt_dir / "latest.pt"), env)
+        if (ckpt_dir / "curves.csv").is_file():
+            records = read_curves_csv(ckpt_dir / "curves.csv")
+        # The envs restart fresh episodes, seeded from the step reached, so no episode is replayed.
+        agent._env_obs = np.asarray(env.reset(seed=tc.seed + 7919 * agent.global_step)[0], np.float32)
+        agent._ep_return = np.zeros(tc.n_envs)
+    else:
+        agent = make_agent(cfg, layout)
+    start_step = int(agent.global_step)
+    if resume:
+        print(f"resuming from step {start_step} ({len(records)} episodes so far) in {out}", flush=True)
+    if start_step >= tc.total_timesteps:
+        print(f"checkpoint already at step {start_step} >= total_timesteps {tc.total_timesteps}; nothing to train")
+
+    tracker = EpisodeTracker(tc.n_envs, start_episode=len(records))
+    tracker.records = list(records)
+    writer = _tensorboard(out / "tb")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=tc.total_timesteps, initial=start_step, unit="step", desc=f"{cfg.algo} seed {tc.seed}",
+                   dynamic_ncols=True, mininterval=0.5)
+    recent: list[EpisodeRecord] = []
+
+    def on_step(n: int, new: list[EpisodeRecord]) -> None:
+        for rec in new:
+            for key in ("reward", "nav", "sharpe", "sortino", "max_drawdown", "var95", "cvar95"):
+                writer.add_scalar(f"episode/{key}", getattr(rec, key), rec.timestep)
+        recent.extend(new)
+        del recent[:-20]
+        if bar is not None:
+            bar.update(n)
+            if new:
+                bar.set_postfix(reward=f"{np.mean([r.reward for r in recent]):.3f}",
+                                nav=f"{np.mean([r.nav for r in recent]):.3f}", refresh=False)
+
+    renv = RecordingEnv(env, tracker, on_step)
+    renv.steps = start_step
+    next_ckpt = start_step + tc.checkpoint_every if tc.checkpoint_every else None
+    next_eval = start_step + tc.eval_every if tc.eval_every else None
+
+    def checkpoint() -> None:
+        agent.save_checkpoint(str(ckpt_dir / "latest.pt"))
+        write_curves_csv(tracker.records, ckpt_dir / "curves.csv")
+        write_json(ckpt_dir / "progress.json", {"global_step": int(agent.global_step), "episodes": tracker.episodes})
+
+    def callback(step: int, metrics: dict[str, float]) -> bool:
+        nonlocal next_ckpt, next_eval
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and np.isfinite(value):
+                writer.add_scalar(f"train/{key}", value, step)
+        if next_ckpt is not None and step >= next_ckpt:
+            checkpoint()
+            next_ckpt += tc.checkpoint_every
+        if next_eval is not None and step >= next_eval and step < tc.total_timesteps:
+            val = evaluate_policy(agent.policy_module(), store, cfg, cfg.val_start, cfg.val_end)
+            val.pop("series")
+            for key in ("sharpe", "sortino", "max_drawdown", "total_return", "turnover"):
+                writer.add_scalar(f"validation/{key}", val[key], step)
+            next_eval += tc.eval_every
+            if on_eval is not None:
+                on_eval(step, val)
+        return True
+
+    t0 = time.perf_counter()
+    try:
+        if start_step < tc.total_timesteps:
+            agent.train(renv, tc.total_timesteps, callback)
+    except KeyboardInterrupt:
+        checkpoint()
+        writer.close()
+        if bar is not None:
+            bar.close()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    train_seconds = time.perf_counter() - t0
+    checkpoint()
+    save_agent(agent, out)
+    _rewrite_policy_deterministically(agent, out / "policy.pth")
+    record = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    record.update(_experiment_record(cfg, store))
+    write_json(out / "config.json", record)
+    write_curves_csv(tracker.records, out / "curves.csv")
+    plot_curves(tracker.records, out / "curves.png", title=f"{cfg.algo} seed {tc.seed} ({store.source})")
+
+    val = evaluate_policy(agent.policy_module(), store, cfg, cfg.val_start, cfg.val_end)
+    val.update({"algo": cfg.algo, "seed": tc.seed, "global_step": int(agent.global_step),
+                "train_seconds": round(train_seconds, 2), "episodes": tracker.episodes})
+    metrics = write_validation(out, val)
+    for key in ("sharpe", "sortino", "max_drawdown", "total_return", "turnover"):
+        writer.add_scalar(f"validation/{key}", metrics[key], int(agent.global_step))
+    writer.close()
+    return metrics
+
+
+# -- command line -----------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="train.py", description="Train an allocation agent and validate it.")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="experiment YAML (default: configs/quickstart.yaml)")
+    p.add_argument("--algo", default=None, help="ppo, sac, ddpg or forecaster (default: training.algo)")
+    p.add_argument("--source", default=None, help="yfinance, csv or synthetic (default: data.source)")
+    p.add_argument("--data-dir", default=None, help="folder of <TICKER>.csv files for --source csv")
+    p.add_argument("--seed", type=int, default=None, help="training seed (default: training.seed)")
+    p.add_argument("--total-timesteps", type=int, default=None, help="env steps (default: training.total_timesteps)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config value, e.g. --set env.window=20 (repeatable)")
+    p.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="train one run per seed into OUT/seed_<s> (local processes, or Ray with --ray-address)")
+    p.add_argument("--workers", type=int, default=1, help="local processes for --seeds (default 1)")
+    p.add_argument("--ray-address", default=None, help="fan --seeds out as Ray tasks on this cluster ('local' starts one)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line values as dotted-key overrides (applied before the config is built)."""
+    overrides: dict[str, Any] = dict(parse_set_option(item) for item in args.set)
+    overrides.update({"training.algo": args.algo, "training.seed": args.seed,
+                      "training.total_timesteps": args.total_timesteps, "data.source": args.source})
+    return overrides
+
+
+def train_seed_job(config_path: str, overrides: dict[str, Any], out: str, source: str | None,
+                   data_dir: str | None) -> dict[str, Any]:
+    """One run of a multi-seed fan-out (module level: process pools and Ray import it)."""
+    cfg = load_experiment(config_path, overrides)
+    return run_training(cfg, Path(out), source=source, data_dir=data_dir, progress=False)
+
+
+def _summary_line(metrics: dict[str, Any]) -> str:
+    return (f"validation {metrics['start']}..{metrics['end']}: net Sharpe over T-bill {metrics['sharpe']:.2f}, "
+            f"total return {metrics['total_return']:.1%}, max drawdown {metrics['max_drawdown']:.1%}, "
+            f"turnover {metrics['turnover']:.3f}/day")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        overrides = overrides_from_args(args)
+        cfg = load_experiment(args.config, overrides)
+        out = Path(args.out)
+        if args.seeds:
+            from training.parallel import run_jobs
+
+            jobs = [{"config_path": args.config, "overrides": {**overrides, "training.seed": s},
+                     "out": str(out / f"seed_{s}"), "source": args.source, "data_dir": args.data_dir}
+                    for s in args.seeds]
+            print(f"training {len(jobs)} seeds of {cfg.algo} into {out}/seed_*", flush=True)
+            results = run_jobs(train_seed_job, jobs, workers=args.workers, ray_address=args.ray_address)
+            for s, m in zip(args.seeds, results):
+                print(f"seed {s}: {_summary_line(m)}")
+            sharpes = [m["sharpe"] for m in results]
+            write_json(out / "seeds.json", {"seeds": args.seeds, "sharpe": sharpes, "results": results})
+            print(f"mean validation Sharpe {np.mean(sharpes):.2f} ± {np.std(sharpes):.2f} over {len(sharpes)} seeds")
+            return 0
+        source_label = args.source or cfg.data.source
+        print(f"training {cfg.algo} seed {cfg.training.seed} on {source_label} data, "
+              f"{cfg.data.start}..{cfg.data.train_end}, {cfg.training.total_timesteps} steps -> {out}", flush=True)
+        metrics = run_training(cfg, out, source=args.source, data_dir=args.data_dir, resume=args.resume,
+                               progress=not args.quiet)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; a checkpoint was saved, continue with --resume --out {args.out}", file=sys.stderr)
+        return 130
+    print(_summary_line(metrics) + (" [SYNTHETIC market]" if metrics.get("synthetic") else ""))
+    print(f"run directory: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
