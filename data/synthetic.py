@@ -77,7 +77,8 @@ class AssetProfile:
     """Parameters of one simulated asset.
 
     ``vol``: daily log-return volatility in calm (idiosyncratic part for ``equity``, leverage-free
-    noise for ``vol_etf``/``futures_etf``). ``drift``: annual log drift in calm. ``beta``: loading on
+    noise for ``vol_etf``/``futures_etf``). ``drift``: annual log drift in calm (unused by ``equity`` and
+    ``vol_etf``, which take the equity factor's drift or the vol carry). ``beta``: loading on
     its factor (crypto factor, equity factor, or leverage of a vol ETF); for cryptos ``drift`` is the
     long-run annual log drift with stress episodes included. ``price0``: price at listing
     (USD). ``dollar_volume``: typical daily traded value (USD).
@@ -305,7 +306,7 @@ def generate_market(universe: Universe, start: str, end: str, seed: int = 0) -> 
         live = last_q >= 0
         close = np.full(n_days, np.nan)
         close[live] = close_all[last_q[live]]
-        prev_close = np.empty(n_days)
+        prev_close = np.full(n_days, np.nan)
         prev_close[t0 + 1:] = close[t0:-1]
         prev_close[t0] = close[t0] * np.exp(-r[t0])
         noise = rng.standard_normal((4, n_days))
