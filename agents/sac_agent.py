@@ -159,7 +159,7 @@ class SACAgent(OffPolicyAgent):
             [n_mask, torch.ones_like(n_mask[:, :1])], 1)
         with torch.no_grad():
             n_latent = nets["encoder"](n_feats)
-            n_action, n_logp = self._sample(n_latent, n_weights, n_mask1)
+            n_action, n_logp = self._sample(n_latent, n_weights, n_mask1, self.gen)
             n_latent_t = nets["encoder_target"](n_feats)
             q_next = torch.min(nets["q1_target"](n_latent_t, n_weights, n_action),
                                nets["q2_target"](n_latent_t, n_weights, n_action))
@@ -174,7 +174,7 @@ class SACAgent(OffPolicyAgent):
         self.optimizers["critic"].step()
 
         lat = latent.detach()
-        action, logp = self._sample(lat, weights, mask1)
+        action, logp = self._sample(lat, weights, mask1, self.gen)
         q_pi = torch.min(nets["q1"](lat, weights, action), nets["q2"](lat, weights, action))
         actor_loss = (alpha * logp - q_pi).mean()
         self.optimizers["actor"].zero_grad()
