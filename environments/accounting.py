@@ -204,19 +204,20 @@ def target_weights(
     open_a = a_risky * open_f
     open_sum = _sum(open_a, 1) + actions[:, n]
     if leverage == 1.0:
-        factor = (1.0 - held_sum) / (open_sum + (open_sum <= 0))
+        factor = 1.0 - held_sum
     else:
-        budget = np.maximum(1.0 - held_sum / leverage, 0.0)
-        factor = budget * leverage / (open_sum + (open_sum <= 0))
+        factor = np.maximum(1.0 - held_sum / leverage, 0.0) * leverage
     if risky_scale is not None:
         factor *= risky_scale
     target = np.empty_like(weights)
     risky = target[:, :n]
-    np.multiply(open_a, factor[:, None], out=risky)
+    np.divide(open_a, (open_sum + (open_sum <= 0))[:, None], out=risky)  # shares <= 1: no overflow
+    risky *= factor[:, None]
     capped = _max(risky, 1) > max_weight + _TOL
     np.minimum(risky, max_weight, out=risky)
     risky += held
-    target[:, n] = 1.0 - _sum(risky, 1)
+    cash = 1.0 - _sum(risky, 1)
+    target[:, n] = np.maximum(cash, 0.0) if leverage == 1.0 else cash  # long-only: no -1e-16 rounding
     # A closed asset whose score asked for a weight (a_i / s * L) other than the one it keeps.
     total = _sum(actions, 1)
     moved = _max(np.abs(a_risky * leverage - held * total[:, None]) * closed_f, 1) > 1e-9 * total
