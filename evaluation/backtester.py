@@ -71,10 +71,12 @@ class StrategyResult:
     turnover: np.ndarray
     cost: np.ndarray
     interventions: dict[str, int]
+    seconds: float = 0.0
 
 
 def run_episode(env: CryptoHedgeFundEnv, policy: Policy, name: str, label: str) -> StrategyResult:
     """Step ``env`` over its whole fixed span (``core.first .. core.last``) with ``policy``."""
+    t_start = time.perf_counter()
     start, end = env.core.first, env.core.last
     obs, info = env.reset(options={"start": start, "end": end})
     n_steps = end - start
@@ -105,7 +107,8 @@ def run_episode(env: CryptoHedgeFundEnv, policy: Policy, name: str, label: str) 
     with np.errstate(divide="ignore", invalid="ignore"):
         returns = np.where(nav[:-1] > 0, nav[1:] / nav[:-1] - 1.0, 0.0)
     dates = np.asarray(env.core.dates[start:end], dtype="datetime64[D]")
-    return StrategyResult(name, label, dates, returns, nav / nav[0], weights, turnover, cost, counts)
+    return StrategyResult(name, label, dates, returns, nav / nav[0], weights, turnover, cost, counts,
+                          time.perf_counter() - t_start)
 
 
 class BenchmarkPolicy:
@@ -447,6 +450,7 @@ def backtest(
     eval_cfg = eval_cfg or load_eval_config(experiment.extra)
     log(f"loading market and features: source={source or data_cfg.source} {data_cfg.start}..{data_cfg.end}")
     store = build_store(data_cfg, source, data_dir, runs[0].manifest if runs else None)
+    timings = {"load_and_features": time.perf_counter() - t0}
     for run in runs[1:]:
         if tuple(run.manifest["tickers"]) != tuple(store.tickers):
             raise DataError(f"run directory '{run.path}' is from another universe than '{runs[0].path}'")
@@ -465,6 +469,8 @@ def backtest(
         agents, bench_results = _simulate(runs, store, experiment, eval_cfg, rf_all, span_start, span_end,
                                           costs, onnx, log)
 
+    timings["simulate"] = time.perf_counter() - t0 - timings["load_and_features"]
+    timings.update({f"strategy:{r.name}": r.seconds for r in agents + bench_results})
     idx = np.searchsorted(store.dates, bench_results[0].dates)
     rf = rf_all[idx]
     tick, cats = tuple(store.tickers), tuple(store.categories)
@@ -506,8 +512,10 @@ def backtest(
         "insights": allocation_insights(agents + bench_results, store), "notes": notes,
         "evaluation_config": dataclasses.asdict(eval_cfg),
     }
+    timings["metrics_and_significance"] = time.perf_counter() - t0 - sum(
+        v for k, v in timings.items() if not k.startswith("strategy:"))
+    t_rep = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    reports.write_json(out / "metrics.json", report)
     reports.atomic_write_text(out / "metrics.md", reports.markdown_report(report))
     focus = agents[0] if agents else best
     title = f"{report['source_label']}, {report['span']['start']} .. {span_end}"
@@ -521,6 +529,10 @@ def backtest(
             other_label = other.label
         reports.write_quantstats(out / "tearsheet.html", focus.returns, focus.dates, f"{focus.label} - {title}",
                                  other.returns, other_label, periods, rf)
+    timings["reports"] = time.perf_counter() - t_rep
+    timings["total"] = time.perf_counter() - t0
+    report["timings_s"] = timings
+    reports.write_json(out / "metrics.json", report)
     log(f"wrote {out}/metrics.json, metrics.md, charts.html{', tearsheet.html' if tearsheet else ''} "
         f"in {time.perf_counter() - t0:.1f} s")
     return report

@@ -195,9 +195,9 @@ def write_plotly(path: Path, results: Sequence[Any], focus: Any, categories: Seq
     """
     import plotly.graph_objects as go
 
-    def dates_of(r: Any) -> list[str]:
+    def dates_of(r: Any) -> np.ndarray:
         d = np.asarray(r.dates, dtype="datetime64[D]")
-        return [str(x) for x in np.append(d, d[-1] + np.timedelta64(1, "D"))] if d.size else []
+        return np.append(d, d[-1] + np.timedelta64(1, "D")) if d.size else d
 
     equity = go.Figure()
     dd = go.Figure()
@@ -208,7 +208,7 @@ def write_plotly(path: Path, results: Sequence[Any], focus: Any, categories: Seq
     equity.update_layout(title=f"Equity curves (NAV, start = 1) - {title}", yaxis_type="log", hovermode="x unified")
     dd.update_layout(title="Drawdown (% from running peak)", hovermode="x unified")
 
-    x = [str(d) for d in np.asarray(focus.dates, dtype="datetime64[D]")]
+    x = np.asarray(focus.dates, dtype="datetime64[D]")
     stacked = go.Figure()
     for i, name in enumerate(list(tickers) + ["cash"]):
         stacked.add_trace(go.Scatter(x=x, y=focus.weights[:, i], mode="lines", stackgroup="w", name=name))
