@@ -42,7 +42,8 @@ class DriftConfig:
     """Drift detection and retrain trigger settings.
 
     - ``buffer_rows``: rows (asset-days) kept for the statistics; ``min_rows`` before any check.
-    - ``check_every``: run a check every this many requests.
+    - ``check_every``: run a check every this many requests; ``background``: in a worker thread (a
+      check due while one runs is skipped), so a request never waits for the statistics.
     - ``retrain_command``: run when drift persists (split with ``shlex``; empty = none).
     - ``retrain_request_file``: JSON written when drift persists (empty = none).
     """
@@ -54,6 +55,7 @@ class DriftConfig:
     min_rows: int = 100
     check_every: int = 10
     persist_checks: int = 3
+    background: bool = True
     retrain_command: str = ""
     retrain_request_file: str = ""
     eps: float = 1e-4
@@ -90,7 +92,8 @@ class DriftReference:
         return cls(np.quantile(np.asarray(sample, dtype=float), levels, axis=0).T.copy())
 
     def to_dict(self) -> dict:
-        return {"quantiles": np.round(self.quantiles, 6).tolist()}
+        # Full precision: rounding would move tied values (a feature often exactly c) off their bin.
+        return {"quantiles": self.quantiles.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict, n_features: int) -> DriftReference:
@@ -100,31 +103,48 @@ class DriftReference:
         return cls(q)
 
 
-def psi(sample: np.ndarray, ref: DriftReference, n_bins: int = 10, eps: float = 1e-4) -> np.ndarray:
-    """PSI of each column of ``sample`` (R, F) against ``ref``; returns (F,).
-
-    Bin edges are the reference's ``1/n_bins`` quantiles; expected shares are the fraction of the
-    reference's quantile grid in each bin (exactly ``1/n_bins`` for a continuous reference, uneven when
-    the reference has ties, e.g. a feature that is often exactly 0). Shares are floored at ``eps``.
-    """
-    x = np.asarray(sample, dtype=float)
+def psi_bins(ref: DriftReference, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature inner bin edges (F, n_bins-1) at the reference's ``k/n_bins`` quantiles and the
+    reference share of each bin (F, n_bins): the fraction of the quantile grid falling in it (exactly
+    ``1/n_bins`` for a continuous reference, uneven when it has ties, e.g. a feature often exactly 0)."""
     q = ref.quantiles
     levels = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
-    out = np.empty(x.shape[1])
-    for f in range(x.shape[1]):
-        edges = np.quantile(q[f], levels)
-        exp = np.bincount(np.searchsorted(edges, q[f], side="right"), minlength=n_bins) / q.shape[1]
-        act = np.bincount(np.searchsorted(edges, x[:, f], side="right"), minlength=n_bins) / max(len(x), 1)
-        exp, act = np.maximum(exp, eps), np.maximum(act, eps)
-        out[f] = float(((act - exp) * np.log(act / exp)).sum())
-    return out
+    edges = np.quantile(q, levels, axis=1).T  # (F, n_bins-1)
+    expected = np.stack([np.bincount(np.searchsorted(edges[f], q[f], side="right"), minlength=n_bins)
+                         for f in range(q.shape[0])]) / q.shape[1]
+    return edges, expected
+
+
+def psi(sample: np.ndarray, ref: DriftReference, n_bins: int = 10, eps: float = 1e-4,
+        bins: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """PSI of each column of ``sample`` (R, F) against ``ref``; returns (F,).
+
+    ``sum_b (a_b - e_b) ln(a_b / e_b)`` over the bins of ``psi_bins`` (pass ``bins`` to reuse them),
+    with incoming shares ``a_b`` and reference shares ``e_b`` both floored at ``eps``.
+    """
+    x = np.asarray(sample, dtype=float)
+    edges, expected = bins if bins is not None else psi_bins(ref, n_bins)
+    actual = np.stack([np.bincount(np.searchsorted(edges[f], x[:, f], side="right"), minlength=n_bins)
+                       for f in range(x.shape[1])]) / max(len(x), 1)
+    exp, act = np.maximum(expected, eps), np.maximum(actual, eps)
+    return ((act - exp) * np.log(act / exp)).sum(axis=1)
 
 
 def ks(sample: np.ndarray, ref: DriftReference) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sample KS statistic and p-value of each column of ``sample`` (R, F) vs the reference grid."""
-    x = np.asarray(sample, dtype=float)
-    res = [stats.ks_2samp(x[:, f], ref.quantiles[f]) for f in range(x.shape[1])]
-    return np.array([r.statistic for r in res]), np.array([r.pvalue for r in res])
+    """Two-sample KS statistic and asymptotic p-value of each column of ``sample`` (R, F) vs the
+    reference grid (F, Q): ``D = sup_t |F_sample(t) - F_ref(t)|`` over all points of both sets, p from
+    the Kolmogorov distribution at ``sqrt(R Q / (R + Q)) D`` (scipy's ``ks_2samp(method="asymp")``)."""
+    x = np.sort(np.asarray(sample, dtype=float), axis=0)
+    q = np.sort(ref.quantiles, axis=1)
+    n, m = x.shape[0], q.shape[1]
+    d = np.empty(x.shape[1])
+    for f in range(x.shape[1]):
+        pts = np.concatenate([x[:, f], q[f]])
+        cdf_x = np.searchsorted(x[:, f], pts, side="right") / n
+        cdf_q = np.searchsorted(q[f], pts, side="right") / m
+        d[f] = np.abs(cdf_x - cdf_q).max()
+    en = n * m / (n + m)
+    return d, stats.kstwobign.sf(np.sqrt(en) * d)
 
 
 @dataclass(frozen=True)
@@ -151,6 +171,8 @@ class DriftMonitor:
         self.feature_names = tuple(feature_names)
         self.cfg = cfg
         self.reference = reference or DriftReference.standard_normal(len(self.feature_names))
+        self._bins = psi_bins(self.reference, cfg.n_bins)
+        self._busy = threading.Lock()
         self._rows: deque[np.ndarray] = deque(maxlen=cfg.buffer_rows)
         self._lock = threading.Lock()
         self._requests = 0
@@ -161,26 +183,44 @@ class DriftMonitor:
         self.last: DriftReport | None = None
 
     def observe(self, rows: np.ndarray) -> DriftReport | None:
-        """Add rows (R, F); every ``check_every`` calls run a check (returned), else None."""
+        """Add rows (R, F); every ``check_every`` calls a check runs (returned when run inline)."""
         rows = np.asarray(rows, dtype=float).reshape(-1, len(self.feature_names))
         with self._lock:
             self._rows.extend(rows)
             self._requests += 1
             if self._requests % self.cfg.check_every or len(self._rows) < self.cfg.min_rows:
                 return None
-            return self._check()
+            sample = np.stack(self._rows)
+        if not self.cfg.background:
+            with self._busy:
+                return self._check(sample)
+        if self._busy.acquire(blocking=False):
+            threading.Thread(target=self._check_and_release, args=(sample,), daemon=True).start()
+        return None
 
-    def _check(self) -> DriftReport:
-        sample = np.stack(self._rows)
-        p = psi(sample, self.reference, self.cfg.n_bins, self.cfg.eps)
+    def _check_and_release(self, sample: np.ndarray) -> None:
+        try:
+            self._check(sample)
+        finally:
+            self._busy.release()
+
+    def wait(self, timeout: float = 10.0) -> None:
+        """Block until a background check in progress has finished (tests, shutdown)."""
+        if self._busy.acquire(timeout=timeout):
+            self._busy.release()
+
+    def _check(self, sample: np.ndarray) -> DriftReport:
+        p = psi(sample, self.reference, self.cfg.n_bins, self.cfg.eps, self._bins)
         k, kp = ks(sample, self.reference)
         drifted = bool(p.max() > self.cfg.psi_threshold or k.max() > self.cfg.ks_threshold)
-        self.consecutive = self.consecutive + 1 if drifted else 0
-        self.checks += 1
-        recommend = self.consecutive >= self.cfg.persist_checks
-        self.last = DriftReport(p, k, kp, sample.shape[0], drifted, self.consecutive, recommend)
-        if recommend and not self.triggered:
-            self.triggered = True
+        with self._lock:
+            self.consecutive = self.consecutive + 1 if drifted else 0
+            self.checks += 1
+            recommend = self.consecutive >= self.cfg.persist_checks
+            self.last = DriftReport(p, k, kp, sample.shape[0], drifted, self.consecutive, recommend)
+            fire = recommend and not self.triggered
+            self.triggered = self.triggered or fire
+        if fire:
             self.trigger_info = self._fire(self.last)
         return self.last
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 5
 DATA = DataConfig(
     universe={"growth": ["BTC-USD", "ETH-USD"], "traditional": ["SPY"], "stable": ["BIL"]},
-    start="2021-01-01", end="2022-06-30", train_end="2022-01-31", risk_free="", risk_free_rate=0.0, seed=3,
+    start="2020-01-01", end="2022-06-30", train_end="2021-12-31", risk_free="", risk_free_rate=0.0, seed=3,
 )
 
 
