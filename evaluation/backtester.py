@@ -324,8 +324,11 @@ def aggregate_rows(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
 
 
 def significance_entry(agent: StrategyResult, best: StrategyResult, best_label: str, rf: np.ndarray,
-                       periods: int, cfg: EvaluationConfig, n_trials: int, trials_source: str) -> dict[str, Any]:
-    """Bootstrap CIs for the agent's Sharpe and its difference to the best benchmark, PSR and DSR."""
+                       periods: int, cfg: EvaluationConfig, n_trials: int, trials_source: str,
+                       trials_variance: float | None = None) -> dict[str, Any]:
+    """Bootstrap CIs for the agent's Sharpe and its difference to the best benchmark, PSR and DSR.
+
+    ``trials_variance``: variance of the tuning trials' per-period Sharpes (None: the estimator's own)."""
     from evaluation import significance as sig
 
     a, rf_a, _ = _series_for_metrics(agent, rf, periods)
@@ -335,7 +338,7 @@ def significance_entry(agent: StrategyResult, best: StrategyResult, best_label: 
     ci = sig.sharpe_confidence_interval(ex_a, periods, 0.95, cfg.n_boot, block, cfg.seed)
     diff = sig.sharpe_difference_interval(ex_a, ex_b, periods, 0.95, cfg.n_boot, block, cfg.seed)
     psr = sig.probabilistic_sharpe_ratio(ex_a, 0.0)
-    dsr, sr0 = sig.deflated_sharpe_ratio(ex_a, n_trials)
+    dsr, sr0 = sig.deflated_sharpe_ratio(ex_a, n_trials, trials_variance)
     if diff.low > 0:
         verdict = f"{agent.label} BEAT the best benchmark ({best_label}) with 95% confidence"
     elif diff.high < 0:
@@ -347,7 +350,7 @@ def significance_entry(agent: StrategyResult, best: StrategyResult, best_label: 
         "strategy": agent.label, "best_benchmark": best.name, "best_benchmark_label": best_label,
         "sharpe_ci": dataclasses.asdict(ci), "sharpe_diff_ci": dataclasses.asdict(diff),
         "beat_best_benchmark_95": bool(diff.low > 0), "psr": psr, "dsr": dsr, "dsr_sr0_per_period": sr0,
-        "n_trials": n_trials, "trials_source": trials_source, "n_boot": cfg.n_boot, "block": float(block),
+        "n_trials": n_trials, "trials_source": trials_source, "trials_sharpe_variance_per_period": trials_variance, "n_boot": cfg.n_boot, "block": float(block),
         "sentence": verdict + ".",
     }
 
@@ -486,9 +489,11 @@ def backtest(
 
     significance = []
     for run, agent in zip(runs, agents):
-        n_trials, trials_path = find_tuning_trials(run.path, run.path.parent)
+        n_trials, trials_path, trial_sharpes = find_tuning_trials(run.path, run.path.parent)
         source_label = f"from {trials_path}" if trials_path else "no tuning study found"
-        significance.append(significance_entry(agent, best, best.label, rf, periods, eval_cfg, n_trials, source_label))
+        trials_var = float(np.var(trial_sharpes, ddof=1)) / periods if len(trial_sharpes) > 1 else None
+        significance.append(significance_entry(agent, best, best.label, rf, periods, eval_cfg, n_trials,
+                                               source_label, trials_var))
 
     annualisation = ("the portfolio holds assets quoted 7 days a week" if periods == pm.PERIODS_7D
                      else "weekday-only assets; weekend days folded into the previous weekday")

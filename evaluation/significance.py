@@ -171,13 +171,15 @@ def deflated_sharpe_ratio(
     return psr_from_moments(sr, sr0, n, skew, kurt), sr0
 
 
-def find_tuning_trials(*folders: str | Path) -> tuple[int, Path | None]:
-    """Number of tuning trials recorded next to a run: ``(n_trials, file)``, or ``(1, None)`` when none.
+def find_tuning_trials(*folders: str | Path) -> tuple[int, Path | None, tuple[float, ...]]:
+    """Tuning trials recorded next to a run: ``(n_trials, file, trial_sharpes)``, ``(1, None, ())`` if none.
 
-    Looks in each folder for ``*.json`` files holding an integer ``"n_trials"`` (what
-    ``training/hyperparameter_tuning.py`` writes) and takes the largest.
+    Looks in each folder for ``*.json`` files holding an integer ``"n_trials"`` (``trials.json`` written by
+    ``training/hyperparameter_tuning.py``) and takes the largest count. ``trial_sharpes`` are the
+    annualised validation Sharpes of the finished trials (``trials[i]["value"]`` or ``["sharpe"]``), used
+    for the variance of the trials' Sharpes in the deflated Sharpe ratio.
     """
-    best: tuple[int, Path | None] = (1, None)
+    best: tuple[int, Path | None, tuple[float, ...]] = (1, None, ())
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
@@ -189,5 +191,12 @@ def find_tuning_trials(*folders: str | Path) -> tuple[int, Path | None]:
                 continue
             n = doc.get("n_trials") if isinstance(doc, dict) else None
             if isinstance(n, int) and not isinstance(n, bool) and n > best[0]:
-                best = (n, path)
+                sharpes = []
+                for trial in doc.get("trials") or []:
+                    if not isinstance(trial, dict) or trial.get("state", "COMPLETE") != "COMPLETE":
+                        continue
+                    value = trial.get("value", trial.get("sharpe"))
+                    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                        sharpes.append(float(value))
+                best = (n, path, tuple(sharpes))
     return best

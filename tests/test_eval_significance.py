@@ -89,8 +89,11 @@ def test_deflated_sharpe_falls_with_more_trials():
 
 
 def test_find_tuning_trials(tmp_path):
-    assert sig.find_tuning_trials(tmp_path) == (1, None)
+    assert sig.find_tuning_trials(tmp_path) == (1, None, ())
     (tmp_path / "other.json").write_text("{not json")
-    (tmp_path / "study.json").write_text(json.dumps({"n_trials": 40, "best_value": 1.2}))
-    n, path = sig.find_tuning_trials(tmp_path, tmp_path / "missing")
-    assert n == 40 and path.name == "study.json"
+    (tmp_path / "small.json").write_text(json.dumps({"n_trials": 3}))
+    trials = [{"number": 0, "state": "COMPLETE", "value": 1.5}, {"number": 1, "state": "PRUNED", "value": 0.2},
+              {"number": 2, "state": "COMPLETE", "value": 0.5}, {"number": 3, "state": "FAIL", "value": None}]
+    (tmp_path / "trials.json").write_text(json.dumps({"n_trials": 40, "best_value": 1.5, "trials": trials}))
+    n, path, sharpes = sig.find_tuning_trials(tmp_path, tmp_path / "missing")
+    assert n == 40 and path.name == "trials.json" and sharpes == (1.5, 0.5)
