@@ -260,7 +260,7 @@ def write_yaml(cfg: ExperimentConfig, path: str | Path, header: str = "") -> Non
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    text = yaml.safe_dump(to_raw(cfg), sort_keys=False, default_flow_style=None)
+    text = yaml.safe_dump(to_raw(cfg), sort_keys=False, default_flow_style=False)
     if header:
         text = "".join(f"# {line}\n" for line in header.splitlines()) + text
     tmp.write_text(text, encoding="utf-8")
