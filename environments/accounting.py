@@ -253,10 +253,10 @@ def step_portfolios(
     change = np.abs(risky - weights[:, :n])
     turnover = _sum(change, 1)
     traded = change * nav[:, None]
-    fee = traded @ market.fee_rate
+    fee = _sum(traded * market.fee_rate, 1)  # row-wise reductions: same bits for any M (no BLAS)
     if cfg.slippage and cfg.cost_scale > 0:
         impact = np.sqrt(traded * rows[:, INV_ADV]) + rows[:, FLAT]
-        slippage = (traded * impact) @ market.slip_rate
+        slippage = _sum(traded * impact * market.slip_rate, 1)
     else:
         slippage = np.zeros_like(fee)
     if cfg.cost_scale != 1.0:
