@@ -310,19 +310,6 @@ def strategy_row(result: StrategyResult, rf: np.ndarray, periods: int, tickers: 
     }
 
 
-def aggregate_rows(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
-    """Mean and sample spread (std, ddof=1) of several runs' metrics: the multi-seed row."""
-    keys = list(rows[0]["metrics"])
-    values = {k: np.array([row["metrics"][k] for row in rows], dtype=np.float64) for k in keys}
-    mean = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()}
-    spread = {k: float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else float("nan")
-              for k, v in values.items()}
-    cats = list(rows[0]["avg_weight_by_category"])
-    by_cat = {c: float(np.mean([row["avg_weight_by_category"][c] for row in rows])) for c in cats}
-    return {"name": "agent_mean", "label": label, "kind": "agent_mean", "metrics": mean, "spread": spread,
-            "avg_weight_by_category": by_cat, "n_runs": len(rows)}
-
-
 def significance_entry(agent: StrategyResult, best: StrategyResult, best_label: str, rf: np.ndarray,
                        periods: int, cfg: EvaluationConfig, n_trials: int, trials_source: str,
                        trials_variance: float | None = None) -> dict[str, Any]:
@@ -353,40 +340,6 @@ def significance_entry(agent: StrategyResult, best: StrategyResult, best_label: 
         "n_trials": n_trials, "trials_source": trials_source, "trials_sharpe_variance_per_period": trials_variance, "n_boot": cfg.n_boot, "block": float(block),
         "sentence": verdict + ".",
     }
-
-
-def allocation_insights(results: list[StrategyResult], store: FeatureStore, top_fraction: float = 0.1
-                        ) -> dict[str, Any]:
-    """Average weight by category, and hedge / stable+cash weight on the most volatile days vs the rest.
-
-    A day's volatility is the trailing 20-day standard deviation of the equal-weight return of the listed
-    non-stable assets, known at that day's close (``store.returns[t-20:t]``), so it measures what the
-    policy could see when it chose its weights.
-    """
-    cats = tuple(store.categories)
-    risky = np.array([c != "stable" for c in cats])
-    listed = store.listed & risky
-    with np.errstate(invalid="ignore", divide="ignore"):
-        market = np.where(listed.any(axis=1), (store.returns * listed).sum(axis=1) / listed.sum(axis=1), 0.0)
-    idx = np.searchsorted(store.dates, results[0].dates)
-    vol = np.array([np.std(market[max(t - 20, 0):t], ddof=1) if t >= 3 else 0.0 for t in idx])
-    n_top = max(1, int(round(top_fraction * idx.shape[0])))
-    volatile = np.zeros(idx.shape[0], dtype=bool)
-    volatile[np.argsort(-vol, kind="stable")[:n_top]] = True
-    rows = []
-    for r in results:
-        by_cat = pm.weight_by_category(r.weights, cats)
-        hedge = by_cat.get("hedge", np.zeros(r.weights.shape[0]))
-        defensive = by_cat.get("stable", np.zeros(r.weights.shape[0])) + by_cat["cash"]
-        rows.append({
-            "label": r.label, "avg_by_category": {k: float(v.mean()) for k, v in by_cat.items()},
-            "hedge_volatile": float(hedge[volatile].mean()), "hedge_other": float(hedge[~volatile].mean()),
-            "defensive_volatile": float(defensive[volatile].mean()),
-            "defensive_other": float(defensive[~volatile].mean()) if (~volatile).any() else float("nan"),
-        })
-    return {"top_fraction": top_fraction, "n_volatile": n_top,
-            "volatility_measure": "trailing 20-day volatility of the equal-weight non-stable return",
-            "categories": list(dict.fromkeys(cats)) + ["cash"], "rows": rows}
 
 
 def span_bounds(store: FeatureStore, start: str | None, end: str | None, window: int) -> tuple[str, str]:
@@ -481,7 +434,7 @@ def backtest(
     bench_rows = [strategy_row(b, rf, periods, tick, cats, "benchmark") for b in bench_results]
     rows = list(agent_rows)
     if len(agent_rows) > 1:
-        rows.append(aggregate_rows(agent_rows, f"Agent mean ± sd over {len(agent_rows)} runs"))
+        rows.append(reports.aggregate_rows(agent_rows, f"Agent mean ± sd over {len(agent_rows)} runs"))
     rows += bench_rows
     sharpe = [row["metrics"]["sharpe"] for row in bench_rows]
     best_i = int(np.nanargmax(sharpe)) if np.isfinite(sharpe).any() else 0
@@ -514,7 +467,7 @@ def backtest(
         "tickers": list(tick), "categories": list(cats),
         "runs": [str(r.path) for r in runs], "onnx": str(onnx) if onnx else None,
         "strategies": rows, "best_benchmark": best.name, "significance": significance,
-        "insights": allocation_insights(agents + bench_results, store), "notes": notes,
+        "insights": reports.allocation_insights(agents + bench_results, store), "notes": notes,
         "evaluation_config": dataclasses.asdict(eval_cfg),
     }
     timings["metrics_and_significance"] = time.perf_counter() - t0 - sum(

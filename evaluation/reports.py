@@ -67,6 +67,52 @@ def write_json(path: Path, report: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
 
 
+def aggregate_rows(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
+    """Mean and sample spread (std, ddof=1) of several runs' metrics: the multi-seed row."""
+    keys = list(rows[0]["metrics"])
+    values = {k: np.array([row["metrics"][k] for row in rows], dtype=np.float64) for k in keys}
+    mean = {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in values.items()}
+    spread = {k: float(np.nanstd(v, ddof=1)) if np.isfinite(v).sum() > 1 else float("nan")
+              for k, v in values.items()}
+    cats = list(rows[0]["avg_weight_by_category"])
+    by_cat = {c: float(np.mean([row["avg_weight_by_category"][c] for row in rows])) for c in cats}
+    return {"name": "agent_mean", "label": label, "kind": "agent_mean", "metrics": mean, "spread": spread,
+            "avg_weight_by_category": by_cat, "n_runs": len(rows)}
+
+
+def allocation_insights(results: Sequence[Any], store: Any, top_fraction: float = 0.1) -> dict[str, Any]:
+    """Average weight by category, and hedge / stable+cash weight on the most volatile days vs the rest.
+
+    A day's volatility is the trailing 20-day standard deviation of the equal-weight return of the listed
+    non-stable assets, known at that day's close (``store.returns[t-20:t]``), so it measures what the
+    policy could see when it chose its weights.
+    """
+    cats = tuple(store.categories)
+    risky = np.array([c != "stable" for c in cats])
+    listed = store.listed & risky
+    with np.errstate(invalid="ignore", divide="ignore"):
+        market = np.where(listed.any(axis=1), (store.returns * listed).sum(axis=1) / listed.sum(axis=1), 0.0)
+    idx = np.searchsorted(store.dates, results[0].dates)
+    vol = np.array([np.std(market[max(t - 20, 0):t], ddof=1) if t >= 3 else 0.0 for t in idx])
+    n_top = max(1, int(round(top_fraction * idx.shape[0])))
+    volatile = np.zeros(idx.shape[0], dtype=bool)
+    volatile[np.argsort(-vol, kind="stable")[:n_top]] = True
+    rows = []
+    for r in results:
+        by_cat = weight_by_category(r.weights, cats)
+        hedge = by_cat.get("hedge", np.zeros(r.weights.shape[0]))
+        defensive = by_cat.get("stable", np.zeros(r.weights.shape[0])) + by_cat["cash"]
+        rows.append({
+            "label": r.label, "avg_by_category": {k: float(v.mean()) for k, v in by_cat.items()},
+            "hedge_volatile": float(hedge[volatile].mean()), "hedge_other": float(hedge[~volatile].mean()),
+            "defensive_volatile": float(defensive[volatile].mean()),
+            "defensive_other": float(defensive[~volatile].mean()) if (~volatile).any() else float("nan"),
+        })
+    return {"top_fraction": top_fraction, "n_volatile": n_top,
+            "volatility_measure": "trailing 20-day volatility of the equal-weight non-stable return",
+            "categories": list(dict.fromkeys(cats)) + ["cash"], "rows": rows}
+
+
 def _fmt(value: Any, kind: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
