@@ -51,6 +51,8 @@ class PPOConfig:
     ``n_steps`` decisions are collected per env before each update (rollout = n_steps x M);
     ``window``/``n_features`` describe the observation (``n_features`` 0 = infer from ``state_dim``).
     ``clip_range_vf`` 0 = unclipped value loss; ``target_kl`` 0 = no early stop.
+    ``normalize_reward``: divide rewards by the running std of the discounted return (``RewardScaler``);
+    daily log returns (~0.01) otherwise leave the critic's initial errors dominating the advantages.
     """
 
     learning_rate: float = 3e-4
@@ -67,6 +69,7 @@ class PPOConfig:
     target_kl: float = 0.02
     anneal_lr: bool = True
     norm_adv: bool = True
+    normalize_reward: bool = True
     window: int = 1
     n_features: int = 0
     d_model: int = 64
@@ -85,6 +88,38 @@ class PPOConfig:
                 raise ValueError(f"PPOConfig.{name} must be positive, got {getattr(self, name)!r}")
         if not 0.0 < self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError("PPOConfig.gamma must be in (0, 1] and gae_lambda in [0, 1]")
+
+
+class RewardScaler:
+    """Running std of the per-env discounted return G_t = gamma * G_{t-1} + r_t; rewards -> r / std(G).
+
+    As in stable-baselines3's VecNormalize / CleanRL's NormalizeReward (no mean subtraction, so the
+    sign of a reward is kept). State: count, mean, var of G, and G per env.
+    """
+
+    def __init__(self, gamma: float) -> None:
+        self.gamma, self.count, self.mean, self.var = gamma, 1e-4, 0.0, 1.0
+        self.ret: np.ndarray | None = None
+
+    def __call__(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        if self.ret is None or self.ret.shape != rewards.shape:
+            self.ret = np.zeros_like(rewards, dtype=np.float64)
+        self.ret = self.ret * self.gamma + rewards
+        b_mean, b_var, b_n = float(self.ret.mean()), float(self.ret.var()), self.ret.shape[0]
+        delta, tot = b_mean - self.mean, self.count + b_n
+        self.mean += delta * b_n / tot
+        self.var = (self.var * self.count + b_var * b_n + delta**2 * self.count * b_n / tot) / tot
+        self.count = tot
+        self.ret[dones] = 0.0
+        return rewards / np.sqrt(self.var + 1e-8)
+
+    def state(self) -> dict[str, Any]:
+        return {"count": self.count, "mean": self.mean, "var": self.var,
+                "ret": None if self.ret is None else torch.as_tensor(self.ret)}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.count, self.mean, self.var = float(state["count"]), float(state["mean"]), float(state["var"])
+        self.ret = None if state["ret"] is None else state["ret"].numpy().copy()
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, last_value: np.ndarray,
@@ -128,6 +163,7 @@ class PPOAgent:
         self.gen = torch.Generator().manual_seed(c.seed)
         self.np_rng = np.random.default_rng(c.seed)
         self.global_step = 0
+        self.reward_scaler = RewardScaler(c.gamma)
         self._env_obs: np.ndarray | None = None  # train(): the env's current observations (M, obs_dim)
         self._ep_return: np.ndarray | None = None
         self._recent_returns: list[float] = []
@@ -240,6 +276,8 @@ class PPOAgent:
                 rew = np.asarray(rew, np.float64).copy()
                 self._ep_return += rew
                 done = np.logical_or(term, trunc)
+                if c.normalize_reward:
+                    rew = self.reward_scaler(rew, done)
                 rew += self._bootstrap_truncated(np.asarray(trunc) & ~np.asarray(term), infos)
                 buf_obs[step], buf_z[step], buf_logp[step] = obs_t, z, logp
                 rewards[step], values[step], dones[step] = rew, v.numpy(), done
@@ -286,6 +324,8 @@ class PPOAgent:
             z = torch.where(mask1[:, :-1] > 0.5, z, TransformerActorCritic.mean_latent(logits))
             logp, _ = self.net.log_prob_entropy(logits, mask1, z)
             r = float(reward)
+            if self.config.normalize_reward:
+                r = float(self.reward_scaler(np.array([r]), np.array([terminated or truncated]))[0])
             if truncated and not terminated:
                 r += self.config.gamma * float(self.net.value(as_batch(next_state, self.layout.obs_dim))[0])
         self._pending.append((obs[0], z[0], float(logp[0]), r, float(v[0]), float(terminated or truncated)))
@@ -323,6 +363,7 @@ class PPOAgent:
             "env_obs": None if self._env_obs is None else torch.as_tensor(self._env_obs),
             "ep_return": None if self._ep_return is None else torch.as_tensor(self._ep_return),
             "recent_returns": list(self._recent_returns),
+            "reward_scaler": self.reward_scaler.state(),
             "config": dataclasses.asdict(self.config),
             "obs_layout": self.layout.to_dict(),
         }
@@ -338,6 +379,7 @@ class PPOAgent:
         self._env_obs = None if state["env_obs"] is None else state["env_obs"].numpy()
         self._ep_return = None if state["ep_return"] is None else state["ep_return"].numpy().copy()
         self._recent_returns = list(state["recent_returns"])
+        self.reward_scaler.load(state["reward_scaler"])
 
     def save_checkpoint(self, path: str) -> None:
         """Write the full training state to ``path`` (torch.save of tensors and plain types; no objects)."""

@@ -112,3 +112,21 @@ def test_config_rejects_bad_values_and_layout_mismatch():
         PPOAgent(100, 4, window=4)
     with pytest.raises(TypeError):
         PPOAgent(DriftVecEnv().obs_dim, 4, windw=4)
+
+
+def test_reward_scaler_tracks_the_variance_of_discounted_returns():
+    from agents.ppo_agent import RewardScaler
+
+    rng = np.random.default_rng(0)
+    scaler = RewardScaler(gamma=0.9)
+    g = np.zeros(3)
+    seen = []
+    for step in range(50):
+        r = rng.normal(0.01, 0.02, 3)
+        done = np.array([step % 10 == 9, False, step % 7 == 6])
+        out = scaler(r, done)
+        g = 0.9 * g + r
+        seen.append(g.copy())
+        if step >= 20:  # once the prior (count 1e-4, var 1) has washed out
+            np.testing.assert_allclose(out, r / np.sqrt(np.var(np.concatenate(seen)) + 1e-8), rtol=1e-3)
+        g[done] = 0.0
