@@ -255,13 +255,16 @@ def read_run(path: str) -> RunInfo:
 
 
 def build_store(data_cfg: DataConfig, source: str | None, data_dir: str | None,
-                manifest: dict[str, Any] | None) -> FeatureStore:
+                manifest: dict[str, Any] | None, notes: list[str] | None = None) -> FeatureStore:
     """Load the market and build features; with a run manifest, apply its normalisation statistics and
-    check that the universe and the feature set are the ones the policy was trained on."""
+    check that the universe and the feature set are the ones the policy was trained on. The loader's
+    notes (dropped tickers, trimmed calendar) are appended to ``notes``."""
     from data.data_loader import load_market
     from data.feature_engineering import build_feature_store
 
     market = load_market(data_cfg, source=source, data_dir=data_dir, verbose=False)
+    if notes is not None:
+        notes.extend(f"data: {n}" for n in market.notes)
     stats = None
     if manifest is not None:
         stats = (np.asarray(manifest["norm"]["mean"], dtype=np.float64),
@@ -405,7 +408,8 @@ def backtest(
     data_cfg = experiment.data
     eval_cfg = eval_cfg or load_eval_config(experiment.extra)
     log(f"loading market and features: source={source or data_cfg.source} {data_cfg.start}..{data_cfg.end}")
-    store = build_store(data_cfg, source, data_dir, runs[0].manifest if runs else None)
+    data_notes: list[str] = []
+    store = build_store(data_cfg, source, data_dir, runs[0].manifest if runs else None, data_notes)
     timings = {"load_and_features": time.perf_counter() - t0}
     for run in runs[1:]:
         if tuple(run.manifest["tickers"]) != tuple(store.tickers):
@@ -457,6 +461,7 @@ def backtest(
         f"cap lifted; rebalanced benchmarks trade every {eval_cfg.rebalance_every} day(s) on days when every "
         f"listed asset can trade, with estimators over the trailing {eval_cfg.lookback} days only.",
     ]
+    notes += data_notes
     if store.synthetic:
         notes.insert(0, "SYNTHETIC data: a simulated market, not real prices.")
     report = {

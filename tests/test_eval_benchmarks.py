@@ -199,3 +199,28 @@ def test_buy_and_hold_trades_once_and_lifts_the_cap():
     assert (btc.turnover > 1e-9).sum() == 1 and (ew.turnover > 1e-9).sum() == 1
     # after the purchase NAV follows BTC exactly
     np.testing.assert_allclose(btc.nav[2:] / btc.nav[1], np.cumprod(1 + store.returns[5:-1, 0]), rtol=1e-12)
+
+
+def test_weekday_only_portfolio_is_annualised_on_trading_days():
+    from data.universe import calendar_of
+    from evaluation import performance_metrics as pm
+    from evaluation.backtester import strategy_row
+
+    store = _store(2)
+    etf = FeatureStore(**{**store.__dict__, "tickers": ("SPY", "GLD"), "categories": ("traditional", "traditional"),
+                          "features": store.features[:, 1:], "close": store.close[:, 1:],
+                          "returns": np.repeat(store.returns[:, 2:], 2, axis=1) * [1.0, 0.5],
+                          "volume": np.repeat(store.volume[:, 2:], 2, axis=1),
+                          "tradable": np.repeat(store.tradable[:, 2:], 2, axis=1), "listed": store.listed[:, 1:]})
+    periods = pm.periods_per_year([calendar_of(t) for t in etf.tickers])
+    assert periods == 252
+    res = run_benchmarks(etf, EnvConfig(window=5), bm.EvaluationConfig(lookback=10, momentum_days=5),
+                         np.zeros(etf.n_days), None, None, names=["equal_weight"])[0]
+    row = strategy_row(res, np.zeros(res.returns.shape[0]), periods, etf.tickers, etf.categories, "benchmark")
+    weekdays = int((((res.dates.astype(np.int64) + 3) % 7) < 5).sum())
+    # weekend days are folded into the previous weekday: same total, T = number of trading days
+    assert row["metrics"]["total_return"] == pytest.approx(pm.total_return(res.returns), rel=1e-12)
+    folded = pm.compound_by_group(res.returns, pm.weekday_groups(res.dates))
+    assert folded.shape[0] == weekdays
+    assert row["metrics"]["annual_return"] == pytest.approx(pm.annualised_return(folded, 252))
+    assert row["metrics"]["sharpe"] == pytest.approx(pm.sharpe_ratio(folded, 0.0, 252))
