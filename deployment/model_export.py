@@ -160,11 +160,13 @@ def tf_module_for(algo: str, agent, layout):
     """The TensorFlow twin of ``agent.policy_module()`` for ``algo`` (ppo, sac, ddpg)."""
     from deployment import tf_policy
 
-    state = {k: v.detach().cpu().numpy() for k, v in agent.model_state().items()}
     if algo == "ppo":
+        state = {k: v.detach().cpu().numpy() for k, v in agent.model_state().items()}
         return tf_policy.transformer_policy(state, layout, agent.config.n_heads)
     if algo in ("sac", "ddpg"):
-        return tf_policy.lstm_actor_policy(agent, layout)
+        module = agent.policy_module()
+        state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+        return tf_policy.lstm_policy(state, layout, bool(module.cash_reference))
     raise DataError(f"exporting algorithm '{algo}' is not supported; expected ppo, sac or ddpg")
 
 
@@ -309,6 +311,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
     try:
         report = export_run(args.run, args.out, args.store, args.n_obs, args.tolerance, args.seed)
     except DataError as err:

@@ -159,6 +159,61 @@ def transformer_policy(state: dict[str, np.ndarray], layout: ObsLayout, n_heads:
     return TransformerPolicyTF()
 
 
+def _lstm_layer(x, w_ih, w_hh, b_ih, b_hh, steps: int):
+    """One ``nn.LSTM`` layer (zero initial state) over x [B, T, In] -> outputs [B, T, H], unrolled."""
+    tf = _tf()
+    hid = int(w_hh.shape[1])
+    xw = _linear(x, w_ih, b_ih + b_hh)  # [B,T,4H], input part of every step at once
+    h = tf.zeros([tf.shape(x)[0], hid], x.dtype)
+    c = tf.zeros_like(h)
+    outs = []
+    for t in range(steps):
+        gates = xw[:, t] + tf.linalg.matmul(h, w_hh, transpose_b=True)
+        i, f, g, o = tf.split(gates, 4, axis=-1)  # PyTorch order: input, forget, cell, output
+        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        outs.append(h)
+    return tf.stack(outs, axis=1)
+
+
+def lstm_policy(state: dict[str, np.ndarray], layout: ObsLayout, cash_reference: bool):
+    """TF module of ``agents.off_policy.LSTMPolicyModule`` (SAC/DDPG deterministic actor).
+
+    ``state``: the policy module's state dict (``encoder.fc.*``, ``encoder.lstm.*_l{k}``, ``actor.fc1.*``,
+    ``actor.fc2.*``) as float32 numpy arrays. ``cash_reference`` True (SAC): the cash logit is 0.
+    """
+    tf = _tf()
+    n_layers = len({k for k in state if k.startswith("encoder.lstm.weight_ih_l")})
+    w, n, f = layout.window, layout.n_assets, layout.n_features
+
+    class LSTMPolicyTF(tf.Module):
+        def __init__(self) -> None:
+            super().__init__(name="lstm_policy")
+            self._v = _VarStore(self, state).vars
+
+        @tf.function(input_signature=[tf.TensorSpec([None, layout.obs_dim], tf.float32, name="obs")],
+                     autograph=False)
+        def allocate(self, obs):
+            v = self._v
+            feats, weights, mask1 = _split(obs, layout)
+            x = tf.reshape(tf.transpose(feats, [0, 2, 1, 3]), [-1, w, f])  # one sequence per asset
+            x = tf.nn.leaky_relu(_linear(x, v["encoder.fc.weight"], v["encoder.fc.bias"]), alpha=0.01)
+            for k in range(n_layers):
+                x = _lstm_layer(x, v[f"encoder.lstm.weight_ih_l{k}"], v[f"encoder.lstm.weight_hh_l{k}"],
+                                v[f"encoder.lstm.bias_ih_l{k}"], v[f"encoder.lstm.bias_hh_l{k}"], w)
+            hid = int(v["encoder.fc.weight"].shape[0])
+            latent = tf.reshape(x[:, -1], [-1, n, hid])
+            latent = tf.concat([latent, tf.zeros_like(latent[:, :1])], axis=1)  # cash row: zero embedding
+            h = tf.concat([latent, weights[..., None]], axis=-1)
+            h = tf.nn.leaky_relu(_linear(h, v["actor.fc1.weight"], v["actor.fc1.bias"]), alpha=0.01)
+            out = _linear(h, v["actor.fc2.weight"], v["actor.fc2.bias"])[..., 0]  # [B,N+1]
+            if cash_reference:
+                out = tf.concat([out[:, :-1], tf.zeros_like(out[:, :1])], axis=1)
+            return {"weights": masked_softmax_tf(out, mask1)}
+
+    return LSTMPolicyTF()
+
+
 def save_tf_policy(module, out_dir: str) -> None:
     """``tf.saved_model.save`` with the named ``allocate`` signature (also the serving default)."""
     tf = _tf()

@@ -73,7 +73,7 @@ def exported(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def real_obs(exported):
+def real_obs():
     """64 observations from the run's own features (days with some assets closed included)."""
     torch.set_num_threads(1)
     store = load_feature_store(DATA)
@@ -212,3 +212,32 @@ def test_export_cli_bad_input(tmp_path):
     res = run_cli("deployment/model_export.py", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "x"))
     assert res.returncode == 2 and res.stderr.startswith("error: run directory") and "Traceback" not in res.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("algo", ["sac", "ddpg"])
+def test_lstm_actor_tf_and_onnx_parity(algo, real_obs, tmp_path):
+    """SAC/DDPG deterministic actors: the TensorFlow re-implementation and ONNX match PyTorch."""
+    import onnxruntime as ort
+
+    from agents.ddpg_agent import DDPGAgent
+    from agents.sac_agent import SACAgent
+    from deployment import tf_policy
+    from deployment.model_export import export_onnx
+
+    lay = ObsLayout(WINDOW, 4, 82)
+    agent = {"sac": SACAgent, "ddpg": DDPGAgent}[algo](lay.obs_dim, lay.action_dim, layout=lay, window=WINDOW,
+                                                      hidden=16)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in agent.nets.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.4)
+    module = agent.policy_module()
+    with torch.no_grad():
+        ref = module(torch.from_numpy(real_obs)).numpy()
+    assert ref.max() > 0.4  # far from uniform (0.2)
+    state = {k: v.numpy() for k, v in module.state_dict().items()}
+    tf_mod = tf_policy.lstm_policy(state, lay, module.cash_reference)
+    assert np.abs(tf_mod.allocate(real_obs)["weights"].numpy() - ref).max() < 1e-5
+    export_onnx(module, torch.from_numpy(real_obs[:2]), tmp_path / "p.onnx", {"algo": algo})
+    sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
+    assert np.abs(sess.run(None, {"obs": real_obs})[0] - ref).max() < 1e-5
