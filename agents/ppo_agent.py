@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ import torch
 from torch import nn
 
 from agents.common import ObsLayout, alr_from_weights, as_batch, as_batched_env
+from agents.replay_buffer import IndexReplayBuffer, index_source
 from agents.transformer_encoder import PolicyModule, TransformerActorCritic
 
 
@@ -53,6 +55,9 @@ class PPOConfig:
     ``clip_range_vf`` 0 = unclipped value loss; ``target_kl`` 0 = no early stop.
     ``normalize_reward``: divide rewards by the running std of the discounted return (``RewardScaler``);
     daily log returns (~0.01) otherwise leave the critic's initial errors dominating the advantages.
+    ``index_rollout``: with an env that exposes day indices (``agents.replay_buffer.index_source``), the
+    rollout stores days + weights and rebuilds each minibatch's windows (n_steps*M*(N+2) numbers instead
+    of n_steps*M*obs_dim).
     """
 
     learning_rate: float = 3e-4
@@ -70,6 +75,7 @@ class PPOConfig:
     anneal_lr: bool = True
     norm_adv: bool = True
     normalize_reward: bool = True
+    index_rollout: bool = True
     window: int = 1
     n_features: int = 0
     d_model: int = 64
@@ -120,6 +126,11 @@ class RewardScaler:
     def load(self, state: dict[str, Any]) -> None:
         self.count, self.mean, self.var = float(state["count"]), float(state["mean"]), float(state["var"])
         self.ret = None if state["ret"] is None else state["ret"].numpy().copy()
+
+
+def _rebuild_obs(builder: IndexReplayBuffer, days: np.ndarray, weights: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+    """Observations (len(rows), obs_dim) of rollout rows stored as day indices + weights."""
+    return torch.as_tensor(builder.observations(days[rows], weights[rows]))
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, last_value: np.ndarray,
@@ -187,13 +198,15 @@ class PPOAgent:
         return w[0] if np.ndim(state) == 1 else w
 
     # -- the update ----------------------------------------------------------------------------------
-    def _update(self, obs: torch.Tensor, z: torch.Tensor, logp: torch.Tensor, adv: np.ndarray,
-                ret: np.ndarray, values: np.ndarray) -> dict[str, float]:
+    def _update(self, obs: torch.Tensor | Callable[[np.ndarray], torch.Tensor], z: torch.Tensor,
+                logp: torch.Tensor, adv: np.ndarray, ret: np.ndarray, values: np.ndarray) -> dict[str, float]:
+        """PPO epochs over a rollout of n samples; ``obs`` (n, obs_dim) or a function rows -> observations."""
         c = self.config
         b_adv = torch.as_tensor(adv.reshape(-1), dtype=torch.float32)
         b_ret = torch.as_tensor(ret.reshape(-1), dtype=torch.float32)
         b_val = torch.as_tensor(values.reshape(-1), dtype=torch.float32)
-        n = obs.shape[0]
+        n = z.shape[0]
+        obs_of = obs if callable(obs) else (lambda rows: obs[torch.as_tensor(rows)])
         mb = min(c.batch_size, n)
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")}
         self.net.train()
@@ -201,7 +214,7 @@ class PPOAgent:
             order = self.np_rng.permutation(n)
             for start in range(0, n, mb):
                 idx = torch.as_tensor(order[start : start + mb])
-                logits, new_v, mask1 = self.net(obs[idx])
+                logits, new_v, mask1 = self.net(obs_of(order[start : start + mb]))
                 new_logp, ent = self.net.log_prob_entropy(logits, mask1, z[idx])
                 log_ratio = new_logp - logp[idx]
                 ratio = log_ratio.exp()
@@ -252,6 +265,8 @@ class PPOAgent:
         """
         c, venv = self.config, as_batched_env(env)
         m = venv.num_envs
+        src = index_source(venv) if c.index_rollout else None
+        builder = None if src is None else IndexReplayBuffer(src[0], src[1], self.layout, capacity=1)
         if self._env_obs is None or self._env_obs.shape[0] != m:
             self._env_obs, _ = venv.reset(seed=c.seed)
             self._env_obs = np.asarray(self._env_obs, np.float32)
@@ -260,7 +275,11 @@ class PPOAgent:
         while self.global_step < total_timesteps:
             t0 = time.perf_counter()
             self._anneal(total_timesteps)
-            buf_obs = torch.zeros((c.n_steps, m, self.layout.obs_dim))
+            if builder is None:
+                buf_obs = torch.zeros((c.n_steps, m, self.layout.obs_dim))
+            else:  # day indices + weights; windows are rebuilt per minibatch
+                buf_days = np.zeros((c.n_steps, m), np.int64)
+                buf_w = np.zeros((c.n_steps, m, self.layout.action_dim), np.float32)
             buf_z = torch.zeros((c.n_steps, m, self.layout.n_assets))
             buf_logp = torch.zeros((c.n_steps, m))
             rewards, values, dones = (np.zeros((c.n_steps, m)) for _ in range(3))
@@ -272,6 +291,10 @@ class PPOAgent:
                     z = self.net.sample_latent(logits, self.gen)
                     logp, _ = self.net.log_prob_entropy(logits, mask1, z)
                     w = TransformerActorCritic.weights_from_latent(z, mask1)
+                if builder is None:
+                    buf_obs[step] = obs_t
+                else:
+                    buf_days[step], buf_w[step] = venv.days, self.layout.split_numpy(self._env_obs)[1]
                 next_obs, rew, term, trunc, infos = venv.step(w.numpy())
                 rew = np.asarray(rew, np.float64).copy()
                 self._ep_return += rew
@@ -279,7 +302,7 @@ class PPOAgent:
                 if c.normalize_reward:
                     rew = self.reward_scaler(rew, done)
                 rew += self._bootstrap_truncated(np.asarray(trunc) & ~np.asarray(term), infos)
-                buf_obs[step], buf_z[step], buf_logp[step] = obs_t, z, logp
+                buf_z[step], buf_logp[step] = z, logp
                 rewards[step], values[step], dones[step] = rew, v.numpy(), done
                 for i in np.flatnonzero(done):
                     self._recent_returns = (self._recent_returns + [float(self._ep_return[i])])[-100:]
@@ -289,8 +312,13 @@ class PPOAgent:
             with torch.no_grad():
                 last_v = self.net.value(torch.as_tensor(self._env_obs)).numpy()
             adv, ret = gae(rewards, values, dones, last_v, c.gamma, c.gae_lambda)
-            metrics = self._update(buf_obs.reshape(-1, self.layout.obs_dim), buf_z.reshape(-1, self.layout.n_assets),
-                                   buf_logp.reshape(-1), adv, ret, values)
+            if builder is None:
+                obs_src: Any = buf_obs.reshape(-1, self.layout.obs_dim)
+            else:
+                flat_days, flat_w = buf_days.reshape(-1), buf_w.reshape(-1, self.layout.action_dim)
+                obs_src = functools.partial(_rebuild_obs, builder, flat_days, flat_w)
+            metrics = self._update(obs_src, buf_z.reshape(-1, self.layout.n_assets), buf_logp.reshape(-1),
+                                   adv, ret, values)
             metrics["episode_return"] = float(np.mean(self._recent_returns)) if self._recent_returns else float("nan")
             metrics["samples_per_s"] = c.n_steps * m / (time.perf_counter() - t0)
             if callback is not None and callback(self.global_step, metrics) is False:
