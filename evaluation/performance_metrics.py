@@ -181,16 +181,18 @@ def hit_rate(returns: np.ndarray) -> float:
 
 
 def turnover(weights_before: np.ndarray, weights_after: np.ndarray) -> np.ndarray:
-    """One-way turnover per rebalance, shape (T,): ``0.5 * sum_i |w_after - w_before|`` over assets and cash.
+    """Turnover per rebalance, shape (T,): ``sum_i |w_after_i - w_before_i|`` over the N risky assets.
 
     ``weights_before`` (T, N+1): drifted weights just before trading at t's close; ``weights_after``
-    (T, N+1): the weights held after the trade. 1.0 means the whole NAV changed hands.
+    (T, N+1): the weights held after the trade (cash last, excluded: it is the other side of every
+    trade). This is the traded notional over NAV, the environment's ``info["turnover"]``; selling 50%
+    of NAV of one asset to buy another is 1.0.
     """
     before = np.asarray(weights_before, dtype=np.float64)
     after = np.asarray(weights_after, dtype=np.float64)
     if before.shape != after.shape or before.ndim != 2:
         raise ValueError(f"weight arrays must both be (T, N+1), got {before.shape} and {after.shape}")
-    return 0.5 * np.abs(after - before).sum(axis=1)
+    return np.abs(after[:, :-1] - before[:, :-1]).sum(axis=1)
 
 
 def average_weight(weights: np.ndarray) -> np.ndarray:

@@ -86,9 +86,9 @@ def test_hand_computed_example():
 
 
 def test_turnover_and_category_weights_by_hand():
-    before = np.array([[0.5, 0.5, 0.0], [0.6, 0.3, 0.1]])
-    after = np.array([[0.4, 0.4, 0.2], [0.6, 0.3, 0.1]])
-    np.testing.assert_allclose(pm.turnover(before, after), [0.2, 0.0])
+    before = np.array([[0.5, 0.5, 0.0], [0.6, 0.3, 0.1], [0.5, 0.0, 0.5]])
+    after = np.array([[0.4, 0.4, 0.2], [0.6, 0.3, 0.1], [0.0, 0.5, 0.5]])
+    np.testing.assert_allclose(pm.turnover(before, after), [0.2, 0.0, 1.0])
     w = np.array([[0.2, 0.3, 0.1, 0.4], [0.0, 0.5, 0.5, 0.0]])
     cats = ("growth", "stable", "growth")
     avg = pm.average_weight_by_category(w, cats)
