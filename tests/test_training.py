@@ -252,3 +252,33 @@ def test_ray_local_cluster_runs_two_trials_in_parallel(tmp_path):
     assert a["pid"] != b["pid"]
     assert b["started"] < a["finished"], "the two trials did not overlap in time"
     assert load_experiment(tmp_path / "best_config.yaml").env.reward == "risk_adjusted"
+
+
+@pytest.mark.parametrize(
+    "algo, extra",
+    [
+        ("sac", {"agent.sac.learning_starts": 64, "agent.sac.log_interval": 64, "agent.sac.lstm_layers": 1,
+                 "agent.sac.hidden": 16}),
+        ("ddpg", {"agent.ddpg.learning_starts": 64, "agent.ddpg.log_interval": 64, "agent.ddpg.lstm_layers": 1,
+                  "agent.ddpg.hidden": 16}),
+        ("forecaster", {"agent.forecaster.epochs": 1, "agent.forecaster.lstm_layers": 1,
+                        "agent.forecaster.hidden": 16}),
+    ],
+)
+def test_other_algorithms_write_a_loadable_run(tmp_path, algo, extra):
+    from agents.io import load_agent
+    from training.train import build_store, run_training
+
+    cfg = tiny_cfg(**{"training.algo": algo, "training.total_timesteps": 128, **extra})
+    metrics = run_training(cfg, tmp_path, store=build_store(cfg), progress=False)
+    agent = load_agent(tmp_path)
+    assert agent.algo == algo and agent.layout.window == 5
+    if algo == "forecaster":
+        assert metrics["rmse"] > 0 and metrics["rmse_zero"] > 0 and 0 <= metrics["directional_accuracy"] <= 1
+        with pytest.raises(DataError, match="use --algo ppo, sac or ddpg"):
+            from training.walk_forward import walk_forward
+
+            walk_forward(cfg, tmp_path / "wf", years=[2023], seeds=[0])
+    else:
+        assert np.isfinite(metrics["sharpe"]) and metrics["global_step"] >= 128
+        assert (tmp_path / "checkpoints" / "latest.pt").is_file()

@@ -89,6 +89,11 @@ class ExperimentConfig:
         return self.training.val_end or self.data.end
 
 
+def costs_of(cfg: ExperimentConfig) -> dict[str, tuple[float, float]]:
+    """Per-category (fee, slippage) bps overrides from ``data.costs_bps``."""
+    return {k: (float(v[0]), float(v[1])) for k, v in cfg.data.costs_bps.items()}
+
+
 def parse_set_option(item: str) -> tuple[str, Any]:
     """``"env.window=20"`` -> ``("env.window", 20)``; the value is parsed as YAML (numbers, lists, bools)."""
     import yaml

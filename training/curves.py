@@ -1,4 +1,5 @@
-"""Learning curves: per-episode risk metrics, the CSV/PNG writers and the small metric helpers behind them.
+"""Learning curves and validation: per-episode risk metrics, CSV/PNG writers, the small metric helpers
+behind them, and the deterministic validation run of a policy over a span (``evaluate_policy``).
 
 The evaluation layer (to the right of ``training/``) owns the full metric suite; training needs a handful
 of them while it runs, to draw learning curves and to select models on validation. They are pure
@@ -17,8 +18,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from data.market import FeatureStore
+    from training.config import ExperimentConfig
 
 PERIODS_PER_YEAR = 365
 
@@ -258,3 +264,72 @@ def plot_curves(records: Sequence[EpisodeRecord], path: str | Path, title: str =
     fig.savefig(tmp, dpi=90)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+# -- validation of a deterministic policy ---------------------------------------------------------------
+def risk_free_returns(cfg: ExperimentConfig, store: FeatureStore, days: np.ndarray) -> tuple[np.ndarray, str]:
+    """Daily T-bill return (len(days),) earned from each decision day to the next, and its label.
+
+    The ``data.risk_free`` ticker's return when it is in the store, else ``risk_free_rate / 365``.
+    """
+    if cfg.data.risk_free and cfg.data.risk_free in store.tickers:
+        i = store.tickers.index(cfg.data.risk_free)
+        return np.asarray(store.returns[days, i], dtype=np.float64), cfg.data.risk_free
+    return np.full(days.shape, cfg.data.risk_free_rate / 365.0), f"{cfg.data.risk_free_rate:.2%}/yr constant"
+
+
+def evaluate_policy(policy: Any, store: FeatureStore, cfg: ExperimentConfig, start: str, end: str) -> dict[str, Any]:
+    """Run the deterministic ``policy`` (obs (B, obs_dim) -> weights (B, N+1)) once over ``[start, end]``.
+
+    All cash at the start; same costs as training. Returns the metrics mapping (daily units noted per key)
+    plus the ``returns``/``risk_free``/``dates`` arrays under ``series``.
+    """
+    import torch
+
+    from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
+    from training.config import costs_of
+
+    env = CryptoHedgeFundEnv.from_store(store, cfg.env, end=end, costs_bps=costs_of(cfg))
+    obs, info = env.reset(options={"start": start, "end": end})
+    days, rets, turns, costs, weights = [int(info["t"])], [], [], [], []
+    nav0 = float(info["nav"])
+    done = False
+    with torch.no_grad():
+        while not done:
+            w = policy(torch.as_tensor(obs[None, :])).numpy()[0].astype(np.float64)
+            obs, _, term, trunc, info = env.step(np.clip(w, 0.0, None))
+            rets.append(float(np.expm1(info["log_return"])))
+            turns.append(float(info["turnover"]))
+            costs.append(float(info["cost"]))
+            weights.append(np.asarray(info["target_weights"], dtype=np.float64))
+            days.append(int(info["t"]))
+            done = term or trunc
+    r = np.asarray(rets)
+    decision_days = np.asarray(days[:-1])
+    rf, rf_label = risk_free_returns(cfg, store, decision_days)
+    dates = store.dates.astype("datetime64[D]")
+    w = np.asarray(weights)
+    metrics = {
+        "start": str(dates[decision_days[0]]),
+        "end": str(dates[days[-1]]),
+        "n_days": int(r.size),
+        "sharpe": sharpe_ratio(r, rf),
+        "sharpe_gross_of_rf": sharpe_ratio(r),
+        "sortino": sortino_ratio(r, rf),
+        "max_drawdown": max_drawdown(r),
+        "var95": value_at_risk(r),
+        "cvar95": cvar(r),
+        "total_return": float(np.prod(1.0 + r) - 1.0),
+        "annual_return": float(np.prod(1.0 + r) ** (365.0 / max(r.size, 1)) - 1.0),
+        "annual_volatility": float(np.std(r, ddof=1) * np.sqrt(365.0)) if r.size > 1 else 0.0,
+        "turnover": float(np.mean(turns)),
+        "costs_fraction": float(np.sum(costs) / nav0),
+        "mean_cash_weight": float(w[:, -1].mean()),
+        "risk_free": rf_label,
+        "units": "sharpe/sortino annualised (365 d) on daily net returns minus the T-bill leg; max_drawdown, "
+        "var95, cvar95 positive fractions of NAV (VaR/CVaR daily); turnover = mean daily sum |risky weight change|; "
+        "costs_fraction = fees + slippage over the initial NAV",
+        "synthetic": store.synthetic,
+    }
+    metrics["series"] = {"dates": [str(dates[d]) for d in decision_days], "returns": r.tolist(), "risk_free": rf.tolist()}
+    return metrics

@@ -224,6 +224,8 @@ def run_study(base: ExperimentConfig, out: Path, n_trials: int, n_jobs: int = 1,
     """Run the search and write ``best_config.yaml`` + ``trials.json`` under ``out``; returns the summary."""
     import optuna
 
+    if base.algo == "forecaster":
+        raise DataError("tuning maximises validation Sharpe; use --algo ppo, sac or ddpg")
     if n_trials < 1 or n_jobs < 1:
         raise DataError("--n-trials and --n-jobs must be at least 1")
     out.mkdir(parents=True, exist_ok=True)

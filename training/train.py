@@ -54,6 +54,7 @@ from training.config import (
     DEFAULT_CONFIG,
     ExperimentConfig,
     agent_config_class,
+    costs_of,
     load_experiment,
     parse_set_option,
     to_raw,
@@ -61,13 +62,9 @@ from training.config import (
 from training.curves import (
     EpisodeRecord,
     EpisodeTracker,
-    cvar,
-    max_drawdown,
+    evaluate_policy,
     plot_curves,
     read_curves_csv,
-    sharpe_ratio,
-    sortino_ratio,
-    value_at_risk,
     write_curves_csv,
 )
 
@@ -119,11 +116,6 @@ def build_store(cfg: ExperimentConfig, source: str | None = None, data_dir: str 
     from data.feature_engineering import load_feature_store
 
     return load_feature_store(cfg.data, source=source, data_dir=data_dir)
-
-
-def costs_of(cfg: ExperimentConfig) -> dict[str, tuple[float, float]]:
-    """Per-category (fee, slippage) bps overrides from ``data.costs_bps``."""
-    return {k: (float(v[0]), float(v[1])) for k, v in cfg.data.costs_bps.items()}
 
 
 def check_spans(cfg: ExperimentConfig, store: FeatureStore) -> tuple[int, int]:
@@ -216,74 +208,6 @@ class RecordingEnv:
         return obs, rew, term, trunc, infos
 
 
-# -- validation -------------------------------------------------------------------------------------------
-def risk_free_returns(cfg: ExperimentConfig, store: FeatureStore, days: np.ndarray) -> tuple[np.ndarray, str]:
-    """Daily T-bill return (len(days),) earned from each decision day to the next, and its label.
-
-    The ``data.risk_free`` ticker's return when it is in the store, else ``risk_free_rate / 365``.
-    """
-    if cfg.data.risk_free and cfg.data.risk_free in store.tickers:
-        i = store.tickers.index(cfg.data.risk_free)
-        return np.asarray(store.returns[days, i], dtype=np.float64), cfg.data.risk_free
-    return np.full(days.shape, cfg.data.risk_free_rate / 365.0), f"{cfg.data.risk_free_rate:.2%}/yr constant"
-
-
-def evaluate_policy(policy: Any, store: FeatureStore, cfg: ExperimentConfig, start: str, end: str) -> dict[str, Any]:
-    """Run the deterministic ``policy`` (obs (B, obs_dim) -> weights (B, N+1)) once over ``[start, end]``.
-
-    All cash at the start; same costs as training. Returns the metrics mapping (daily units noted per key)
-    plus the ``returns``/``risk_free``/``dates`` arrays under ``series``.
-    """
-    import torch
-
-    from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
-
-    env = CryptoHedgeFundEnv.from_store(store, cfg.env, end=end, costs_bps=costs_of(cfg))
-    obs, info = env.reset(options={"start": start, "end": end})
-    days, rets, turns, costs, weights = [int(info["t"])], [], [], [], []
-    nav0 = float(info["nav"])
-    done = False
-    with torch.no_grad():
-        while not done:
-            w = policy(torch.as_tensor(obs[None, :])).numpy()[0].astype(np.float64)
-            obs, _, term, trunc, info = env.step(np.clip(w, 0.0, None))
-            rets.append(float(np.expm1(info["log_return"])))
-            turns.append(float(info["turnover"]))
-            costs.append(float(info["cost"]))
-            weights.append(np.asarray(info["target_weights"], dtype=np.float64))
-            days.append(int(info["t"]))
-            done = term or trunc
-    r = np.asarray(rets)
-    decision_days = np.asarray(days[:-1])
-    rf, rf_label = risk_free_returns(cfg, store, decision_days)
-    dates = store.dates.astype("datetime64[D]")
-    w = np.asarray(weights)
-    metrics = {
-        "start": str(dates[decision_days[0]]),
-        "end": str(dates[days[-1]]),
-        "n_days": int(r.size),
-        "sharpe": sharpe_ratio(r, rf),
-        "sharpe_gross_of_rf": sharpe_ratio(r),
-        "sortino": sortino_ratio(r, rf),
-        "max_drawdown": max_drawdown(r),
-        "var95": value_at_risk(r),
-        "cvar95": cvar(r),
-        "total_return": float(np.prod(1.0 + r) - 1.0),
-        "annual_return": float(np.prod(1.0 + r) ** (365.0 / max(r.size, 1)) - 1.0),
-        "annual_volatility": float(np.std(r, ddof=1) * np.sqrt(365.0)) if r.size > 1 else 0.0,
-        "turnover": float(np.mean(turns)),
-        "costs_fraction": float(np.sum(costs) / nav0),
-        "mean_cash_weight": float(w[:, -1].mean()),
-        "risk_free": rf_label,
-        "units": "sharpe/sortino annualised (365 d) on daily net returns minus the T-bill leg; max_drawdown, "
-        "var95, cvar95 positive fractions of NAV (VaR/CVaR daily); turnover = mean daily sum |risky weight change|; "
-        "costs_fraction = fees + slippage over the initial NAV",
-        "synthetic": store.synthetic,
-    }
-    metrics["series"] = {"dates": [str(dates[d]) for d in decision_days], "returns": r.tolist(), "risk_free": rf.tolist()}
-    return metrics
-
-
 def write_validation(run: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """``validation.json`` (metrics without the series) and ``validation_returns.csv``; returns the metrics."""
     series = metrics.pop("series")
@@ -355,6 +279,93 @@ def _check_resumable(run: Path, cfg: ExperimentConfig) -> None:
         raise DataError(f"--resume: the config differs from the one '{run}' was trained with")
 
 
+def forecast_batches(store: FeatureStore, window: int, first: int, last: int, batch_size: int,
+                     seed: int | None) -> Callable[[], Any]:
+    """A callable yielding numpy batches for ``agents.forecaster.Forecaster.fit``/``evaluate``.
+
+    Samples are decision days ``t`` in ``[max(first, window-1), last)``: features ``store.features[t-W+1:t+1]``
+    (B, W, N, F) float32, target the next-day log return ``log1p(returns[t])`` (B, N) (close t -> t+1, so
+    ``t + 1 <= last`` keeps the target inside the span), valid where the asset is listed on t and t+1.
+    ``seed`` None keeps calendar order; otherwise each call reshuffles with one seeded generator.
+    """
+    days = np.arange(max(first, window - 1), last)
+    if days.size == 0:
+        raise DataError(f"no forecast samples: the span is shorter than the {window}-day window")
+    rng = None if seed is None else np.random.default_rng(seed)
+    wins = np.lib.stride_tricks.sliding_window_view(store.features, window, axis=0)  # (T-W+1, N, F, W) view
+
+    def batches() -> Any:
+        order = days if rng is None else rng.permutation(days)
+        for i in range(0, order.size, batch_size):
+            t = order[i : i + batch_size]
+            feats = np.ascontiguousarray(wins[t - window + 1].transpose(0, 3, 1, 2), dtype=np.float32)
+            target = np.log1p(store.returns[t]).astype(np.float32)
+            valid = (store.listed[t] & store.listed[t + 1]).astype(np.float32)
+            yield feats, target, valid
+
+    return batches
+
+
+def run_forecaster(cfg: ExperimentConfig, out: Path, store: FeatureStore, progress: bool) -> dict[str, Any]:
+    """Fit the return forecaster on the training span and score it on the validation span.
+
+    Writes the same run directory as the agents (``policy.pth``, ``config.json``, ``manifest.json``, TensorBoard)
+    with ``curves.csv``/``curves.png`` holding the loss per epoch and ``validation.json`` the forecaster's
+    held-out scores (RMSE vs the zero forecast, directional accuracy; daily log-return units).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from agents.common import ObsLayout
+    from agents.io import save_agent
+
+    write_json(out / "manifest.json", store_manifest(store, cfg))
+    write_json(out / "config.json", _experiment_record(cfg, store))
+    dates = store.dates.astype("datetime64[D]")
+    n_train = int((dates <= np.datetime64(cfg.data.train_end, "D")).sum())
+    v0 = int(np.searchsorted(dates, np.datetime64(cfg.val_start, "D"), "left"))
+    v1 = int(np.searchsorted(dates, np.datetime64(cfg.val_end, "D"), "right"))
+    layout = ObsLayout(cfg.env.window, store.n_assets, store.n_features)
+    agent = make_agent(cfg, layout)
+    train_b = forecast_batches(store, layout.window, 0, n_train - 1, 64, cfg.training.seed)
+    writer = _tensorboard(out / "tb")
+    t0 = time.perf_counter()
+
+    def callback(epoch: int, loss: float) -> None:
+        writer.add_scalar("train/loss", loss, epoch)
+        if progress:
+            print(f"epoch {epoch + 1}/{agent.config.epochs}: mean per-asset RMSE {loss:.5f}", flush=True)
+
+    agent.fit(train_b, callback=callback)
+    seconds = time.perf_counter() - t0
+    save_agent(agent, out)
+    _rewrite_policy_deterministically(agent, out / "policy.pth")
+    record = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    record.update(_experiment_record(cfg, store))
+    write_json(out / "config.json", record)
+    tmp = out / "curves.csv.tmp"
+    tmp.write_text("epoch,loss\n" + "".join(f"{i + 1},{v!r}\n" for i, v in enumerate(agent.history_)))
+    os.replace(tmp, out / "curves.csv")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(np.arange(1, len(agent.history_) + 1), agent.history_, "o-")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean per-asset RMSE (daily log return)")
+    fig.tight_layout()
+    fig.savefig(out / "curves.tmp.png", dpi=90)
+    plt.close(fig)
+    os.replace(out / "curves.tmp.png", out / "curves.png")
+    scores = agent.evaluate(forecast_batches(store, layout.window, v0, v1 - 1, 256, None)())
+    metrics = {"algo": "forecaster", "seed": cfg.training.seed, "start": str(dates[max(v0, layout.window - 1)]),
+               "end": str(dates[v1 - 1]), **scores, "train_seconds": round(seconds, 2), "synthetic": store.synthetic,
+               "units": "rmse in daily log-return units (mean over assets of per-asset RMSE)"}
+    write_json(out / "validation.json", metrics)
+    writer.add_scalar("validation/rmse_ratio", scores["rmse_ratio"], len(agent.history_))
+    writer.close()
+    return metrics
+
+
 def run_training(
     cfg: ExperimentConfig,
     out: Path,
@@ -389,6 +400,10 @@ def run_training(
         raise DataError(f"the feature store was normalised up to {store.train_end}, the config says {cfg.data.train_end}")
     check_spans(cfg, store)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.algo == "forecaster":
+        if resume:
+            raise DataError("--resume is not supported for the forecaster (it trains in a few epochs)")
+        return run_forecaster(cfg, out, store, progress)
     ckpt_dir = out / "checkpoints"
     if not resume:
         for stale in ("checkpoints", "tb"):
@@ -547,6 +562,10 @@ def train_seed_job(config_path: str, overrides: dict[str, Any], out: str, source
 
 
 def _summary_line(metrics: dict[str, Any]) -> str:
+    if metrics.get("algo") == "forecaster":
+        return (f"validation {metrics['start']}..{metrics['end']}: forecast RMSE {metrics['rmse']:.5f} vs "
+                f"{metrics['rmse_zero']:.5f} for the zero forecast (ratio {metrics['rmse_ratio']:.3f}), "
+                f"directional accuracy {metrics['directional_accuracy']:.1%}")
     return (f"validation {metrics['start']}..{metrics['end']}: net Sharpe over T-bill {metrics['sharpe']:.2f}, "
             f"total return {metrics['total_return']:.1%}, max drawdown {metrics['max_drawdown']:.1%}, "
             f"turnover {metrics['turnover']:.3f}/day")

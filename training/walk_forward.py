@@ -186,6 +186,8 @@ def walk_forward(
     """Run every (fold, seed) job, check the folds for leaks, select per fold, write ``summary.json``."""
     from training.parallel import run_jobs
 
+    if cfg.algo == "forecaster":
+        raise DataError("walk-forward selects models on validation Sharpe; use --algo ppo, sac or ddpg")
     folds = expanding_folds(cfg.data.start, cfg.data.end, years)
     raw = to_raw(cfg)
     out.mkdir(parents=True, exist_ok=True)
