@@ -147,8 +147,9 @@ class BenchmarkPolicy:
 def benchmark_env_config(env_cfg: EnvConfig, buy_and_hold: bool) -> EnvConfig:
     """The agent's env config for a classical portfolio: same costs, no margin or drawdown control;
     the per-asset cap is lifted for buy-and-hold rules (a cap would force sales)."""
-    cfg = dataclasses.replace(env_cfg, margin=False, drawdown_control=False, concentration_penalty=0.0)
-    return dataclasses.replace(cfg, max_weight=1.0) if buy_and_hold else cfg
+    cap = 1.0 if buy_and_hold else min(env_cfg.max_weight, 1.0)  # without margin a weight is at most 1
+    return dataclasses.replace(env_cfg, margin=False, drawdown_control=False, concentration_penalty=0.0,
+                               max_weight=cap)
 
 
 def risk_free_series(store: FeatureStore, data_cfg: DataConfig, periods: int) -> tuple[np.ndarray, str]:

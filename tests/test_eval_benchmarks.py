@@ -224,3 +224,15 @@ def test_weekday_only_portfolio_is_annualised_on_trading_days():
     assert folded.shape[0] == weekdays
     assert row["metrics"]["annual_return"] == pytest.approx(pm.annualised_return(folded, 252))
     assert row["metrics"]["sharpe"] == pytest.approx(pm.sharpe_ratio(folded, 0.0, 252))
+
+
+def test_benchmark_env_config_keeps_costs_and_drops_leverage():
+    from evaluation.backtester import benchmark_env_config
+
+    agent_cfg = EnvConfig(margin=True, max_leverage=2.0, max_weight=1.5, drawdown_control=True, cost_scale=2.0)
+    for bh in (False, True):
+        cfg = benchmark_env_config(agent_cfg, bh)
+        assert not cfg.margin and not cfg.drawdown_control and cfg.max_weight == 1.0
+        assert cfg.cost_scale == 2.0 and cfg.slippage == agent_cfg.slippage
+    assert benchmark_env_config(EnvConfig(max_weight=0.3), False).max_weight == 0.3
+    assert benchmark_env_config(EnvConfig(max_weight=0.3), True).max_weight == 1.0
