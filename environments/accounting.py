@@ -81,8 +81,9 @@ class MarketArrays:
 
     Derived once at construction, so that a step gathers one block per portfolio: ``day_rows`` (T, 5, N)
     holds, per day, the tradable mask as 1.0/0.0 (``OPEN``), its complement (``CLOSED``), ``1 +
-    returns`` (``GROWTH``), ``1 / (0.01 * adv)`` (``INV_ADV``, 0 where ADV is unknown) and 1.0 where
-    ADV is unknown (``FLAT``).
+    returns`` (``GROWTH``), ``slip_rate / sqrt(0.01 * adv)`` (``SLIP_SQRT``, 0 where ADV is unknown)
+    and ``slip_rate`` where ADV is unknown, else 0 (``SLIP_FLAT``); ``any_closed`` (T,) marks days on
+    which some asset cannot trade.
     """
 
     returns: np.ndarray
@@ -91,6 +92,7 @@ class MarketArrays:
     fee_rate: np.ndarray
     slip_rate: np.ndarray
     day_rows: np.ndarray = field(init=False, repr=False)
+    any_closed: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         known = self.adv > 0
@@ -98,13 +100,14 @@ class MarketArrays:
             self.tradable.astype(np.float64),
             (~self.tradable).astype(np.float64),
             1.0 + self.returns,
-            np.where(known, 1.0 / np.where(known, 0.01 * self.adv, 1.0), 0.0),
-            (~known).astype(np.float64),
+            np.where(known, self.slip_rate / np.sqrt(np.where(known, 0.01 * self.adv, 1.0)), 0.0),
+            np.where(known, 0.0, self.slip_rate),
         ], axis=1)
         object.__setattr__(self, "day_rows", rows)
+        object.__setattr__(self, "any_closed", ~self.tradable.all(axis=1))
 
 
-OPEN, CLOSED, GROWTH, INV_ADV, FLAT = range(5)
+OPEN, CLOSED, GROWTH, SLIP_SQRT, SLIP_FLAT = range(5)
 
 
 @dataclass
@@ -150,7 +153,10 @@ class StepOutcome(NamedTuple):
     ``target`` (M, N+1) post-trade weights; ``fee``/``slippage`` currency; ``turnover`` sum of
     |risky weight change| (fraction of NAV); ``cost_frac`` (fee + slippage) / pre-trade NAV;
     ``log_return`` log(NAV_{t+1}/NAV_t); ``drawdown`` 1 - NAV/peak; ``gross_leverage`` sum |risky
-    weights| after drift; ``flags`` intervention bits; ``terminated`` liquidation or bankruptcy.
+    weights| after drift; ``terminated`` liquidation or bankruptcy. Interventions, bool (M,) or
+    None where the feature is off or could not fire that day: ``capped``, ``closed_moved`` (a score
+    asked to trade a closed asset), ``dd_active``, ``liquidated``, ``bankrupt``. ``flags()`` packs
+    them into bits, ``interventions(i)`` names those of portfolio i.
     """
 
     reward: np.ndarray
@@ -162,8 +168,37 @@ class StepOutcome(NamedTuple):
     log_return: np.ndarray
     drawdown: np.ndarray
     gross_leverage: np.ndarray
-    flags: np.ndarray
     terminated: np.ndarray
+    capped: np.ndarray
+    closed_moved: np.ndarray | None
+    dd_active: np.ndarray | None
+    liquidated: np.ndarray | None
+    bankrupt: np.ndarray
+
+    def flags(self) -> np.ndarray:
+        """Intervention bits (M,) int64 (see ``FLAG_NAMES``)."""
+        bits = np.zeros(self.reward.shape[0], dtype=np.int64)
+        for bit, mask in ((WEIGHT_CAP, self.capped), (DRAWDOWN_CONTROL, self.dd_active),
+                          (CLOSED_ASSET, self.closed_moved), (LIQUIDATION, self.liquidated),
+                          (BANKRUPTCY, self.bankrupt)):
+            if mask is not None:
+                bits |= mask * bit
+        return bits
+
+    def interventions(self, i: int) -> list[str]:
+        """Names of portfolio ``i``'s interventions this step, in ``FLAG_NAMES`` order."""
+        names = []
+        if self.capped[i]:
+            names.append("weight_cap")
+        if self.dd_active is not None and self.dd_active[i]:
+            names.append("drawdown_control")
+        if self.closed_moved is not None and self.closed_moved[i]:
+            names.append("closed_asset")
+        if self.liquidated is not None and self.liquidated[i]:
+            names.append("liquidation")
+        if self.bankrupt[i]:
+            names.append("bankruptcy")
+        return names
 
 
 def check_actions(actions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -186,42 +221,53 @@ def check_actions(actions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def target_weights(
-    actions: np.ndarray, weights: np.ndarray, open_f: np.ndarray, closed_f: np.ndarray,
+    actions: np.ndarray, weights: np.ndarray, open_f: np.ndarray | None, closed_f: np.ndarray | None,
     leverage: float, max_weight: float, risky_scale: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 1-4 of the module docstring: actions (M, N+1) -> post-trade weights (M, N+1), flags (M,).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Steps 1-4 of the module docstring: actions (M, N+1) -> ``(target (M, N+1), capped (M,), moved)``.
 
     ``weights`` (M, N+1) are the current drifted weights; ``open_f``/``closed_f`` (M, N) the day's
-    tradable mask as 1.0/0.0 and its complement; ``risky_scale`` (M,) the drawdown-control factor
-    (None = no scaling). Scores need not be normalised first: with ``s = a.sum()`` the share of a
-    tradable asset is ``(a_j / s) * budget / (sum_open a / s)`` = ``a_j * budget / sum_open a``, so
-    ``s`` cancels; a row with no open score (e.g. all zeros) keeps its whole budget in cash.
+    tradable mask as 1.0/0.0 and its complement, or both None when every asset can trade;
+    ``risky_scale`` (M,) the drawdown-control factor (None = no scaling). Scores need not be
+    normalised first: with ``s = a.sum()`` the share of a tradable asset is ``(a_j / s) * budget /
+    (sum_open a / s)`` = ``a_j * budget / sum_open a``, so ``s`` cancels; a row with no open score
+    (e.g. all zeros) keeps its whole budget in cash. ``capped``: a tradable weight hit the cap;
+    ``moved`` (None when nothing is closed): a closed asset's score asked for a weight
+    ``L * a_i / a.sum()`` other than the one it keeps.
     """
-    n = open_f.shape[1]
-    a_risky = actions[:, :n]
-    held = weights[:, :n] * closed_f
-    held_sum = _sum(held, 1)
-    open_a = a_risky * open_f
-    open_sum = _sum(open_a, 1) + actions[:, n]
-    if leverage == 1.0:
-        factor = 1.0 - held_sum
+    n = weights.shape[1] - 1
+    if closed_f is None:
+        held = moved = None
+        open_a = actions[:, :n]
+        open_sum = _sum(actions, 1)
+        factor = None if leverage == 1.0 else np.full(actions.shape[0], leverage)
     else:
-        factor = np.maximum(1.0 - held_sum / leverage, 0.0) * leverage
+        held = weights[:, :n] * closed_f
+        held_sum = _sum(held, 1)
+        open_a = actions[:, :n] * open_f
+        open_sum = _sum(open_a, 1) + actions[:, n]
+        closed_a = actions[:, :n] - open_a
+        total = _sum(closed_a, 1) + open_sum
+        gap = np.abs((closed_a * leverage if leverage != 1.0 else closed_a) - held * total[:, None])
+        moved = _max(gap, 1) > 1e-9 * total
+        if leverage == 1.0:
+            factor = 1.0 - held_sum
+        else:
+            factor = np.maximum(1.0 - held_sum / leverage, 0.0) * leverage
     if risky_scale is not None:
-        factor *= risky_scale
+        factor = risky_scale if factor is None else factor * risky_scale
     target = np.empty_like(weights)
     risky = target[:, :n]
     np.divide(open_a, (open_sum + (open_sum <= 0))[:, None], out=risky)  # shares <= 1: no overflow
-    risky *= factor[:, None]
+    if factor is not None:
+        risky *= factor[:, None]
     capped = _max(risky, 1) > max_weight + _TOL
     np.minimum(risky, max_weight, out=risky)
-    risky += held
+    if held is not None:
+        risky += held
     cash = 1.0 - _sum(risky, 1)
     target[:, n] = np.maximum(cash, 0.0) if leverage == 1.0 else cash  # long-only: no -1e-16 rounding
-    # A closed asset whose score asked for a weight (a_i / s * L) other than the one it keeps.
-    total = _sum(actions, 1)
-    moved = _max(np.abs(a_risky * leverage - held * total[:, None]) * closed_f, 1) > 1e-9 * total
-    return target, capped * WEIGHT_CAP + moved * CLOSED_ASSET
+    return target, capped, moved
 
 
 def step_portfolios(
@@ -235,18 +281,20 @@ def step_portfolios(
     n = market.fee_rate.shape[0]
     nav = state.nav
     weights = state.weights
-    rows = market.day_rows[t]
+    if t.shape[0] == 1:  # a slice is a view: cheaper than a gather for the single env
+        day = int(t[0])
+        rows, any_closed = market.day_rows[day : day + 1], market.any_closed[day]
+    else:
+        rows, any_closed = market.day_rows[t], market.any_closed[t].any()
+    open_f, closed_f = (rows[:, OPEN], rows[:, CLOSED]) if any_closed else (None, None)
 
     if cfg.drawdown_control:
         vol = rolling_vol(state.log_returns, state.n_returns)
         active = (vol * np.sqrt(DAYS_PER_YEAR) > cfg.dd_vol_threshold) | (1.0 - nav / state.peak > cfg.dd_threshold)
         scale = 1.0 - active * (1.0 - cfg.dd_scale)
-        target, flags = target_weights(
-            actions, weights, rows[:, OPEN], rows[:, CLOSED], cfg.leverage, cfg.max_weight, scale)
-        flags |= active * DRAWDOWN_CONTROL
     else:
-        target, flags = target_weights(
-            actions, weights, rows[:, OPEN], rows[:, CLOSED], cfg.leverage, cfg.max_weight)
+        active = scale = None
+    target, capped, moved = target_weights(actions, weights, open_f, closed_f, cfg.leverage, cfg.max_weight, scale)
 
     # Costs on traded notional (currency).
     risky = target[:, :n]
@@ -255,8 +303,8 @@ def step_portfolios(
     traded = change * nav[:, None]
     fee = _sum(traded * market.fee_rate, 1)  # row-wise reductions: same bits for any M (no BLAS)
     if cfg.slippage and cfg.cost_scale > 0:
-        impact = np.sqrt(traded * rows[:, INV_ADV]) + rows[:, FLAT]
-        slippage = _sum(traded * impact * market.slip_rate, 1)
+        # slip_i * d_i * sqrt(d_i / (0.01 ADV_i)) = d_i * (sqrt(d_i) * SLIP_SQRT_i + SLIP_FLAT_i)
+        slippage = _sum(traded * (np.sqrt(traded) * rows[:, SLIP_SQRT] + rows[:, SLIP_FLAT]), 1)
     else:
         slippage = np.zeros_like(fee)
     if cfg.cost_scale != 1.0:
@@ -282,9 +330,8 @@ def step_portfolios(
         nav_new = nav_new - liquidated * (cfg.liquidation_penalty * gross_notional)
         bankrupt = nav_new <= 0
         terminated = liquidated | bankrupt
-        flags |= liquidated * LIQUIDATION + bankrupt * BANKRUPTCY
     else:
-        flags |= terminated * BANKRUPTCY
+        liquidated, bankrupt = None, terminated
     if terminated.any():
         nav_new = np.maximum(nav_new, 0.0)
         weights_new = holdings / np.where(terminated, 1.0, nav_new)[:, None]
@@ -321,6 +368,7 @@ def step_portfolios(
     outcome = StepOutcome(
         reward=reward, target=target, fee=fee, slippage=slippage, turnover=turnover,
         cost_frac=cost_frac, log_return=log_ret, drawdown=drawdown, gross_leverage=gross_leverage,
-        flags=flags, terminated=terminated,
+        terminated=terminated, capped=capped, closed_moved=moved, dd_active=active, liquidated=liquidated,
+        bankrupt=bankrupt,
     )
     return new_state, outcome

@@ -54,7 +54,6 @@ from environments.accounting import (
     MarketArrays,
     PortfolioState,
     check_actions,
-    decode_flags,
     step_portfolios,
 )
 from environments.config import EnvConfig
@@ -111,6 +110,7 @@ class MarketCore:
                 f"or later and the span ends at day {self.last}"
             )
         self.dates = dates
+        self._iso: list[str] | None = None
         self.tickers = tickers or tuple(f"asset{i}" for i in range(self.n_assets))
         self.window_size = w * self.n_assets * self.n_features
         self.obs_dim = self.window_size + 2 * self.n_assets + 1
@@ -196,7 +196,12 @@ class MarketCore:
         return weights
 
     def date_of(self, t: int) -> str | None:
-        return None if self.dates is None else str(np.datetime64(self.dates[t], "D"))
+        """ISO date of day ``t`` (None when the env has no dates)."""
+        if self.dates is None:
+            return None
+        if self._iso is None:
+            self._iso = [str(d) for d in self.dates.astype("datetime64[D]")]
+        return self._iso[t]
 
 
 def _config_with(config: EnvConfig | None, options: dict[str, Any]) -> EnvConfig:
@@ -352,7 +357,7 @@ class CryptoHedgeFundEnv(gym.Env):
             "target_weights": out.target[0].copy(), "cost": fee + slip, "fee": fee, "slippage": slip,
             "turnover": float(out.turnover[0]), "drawdown": float(out.drawdown[0]),
             "gross_leverage": float(out.gross_leverage[0]), "log_return": float(out.log_return[0]),
-            "interventions": decode_flags(out.flags[0]) if out.flags[0] else [], "t": t,
+            "interventions": out.interventions(0), "t": t,
         }
         if self.core.dates is not None:
             info["date"] = self.core.date_of(t)

@@ -152,7 +152,7 @@ class BatchedHedgeFundEnv(VectorEnv):
             "nav": self._state.nav.copy(), "weights": self._state.weights.copy(),
             "target_weights": out.target, "cost": out.fee + out.slippage, "fee": out.fee,
             "slippage": out.slippage, "turnover": out.turnover, "drawdown": out.drawdown,
-            "gross_leverage": out.gross_leverage, "log_return": out.log_return, "flags": out.flags,
+            "gross_leverage": out.gross_leverage, "log_return": out.log_return, "flags": out.flags(),
             "t": self._t.copy(),
         }
         obs = self.core.observations(self._t, self._state.weights)

@@ -1,0 +1,215 @@
+"""Benchmark: environment steps per second, numpy kernel vs a FinRL-style pandas env.
+
+Real data: the 21 yfinance CSVs in ../shared/data/market (``--data-dir``), window 60, loaded with
+``data.feature_engineering.load_feature_store``. Measured in the same run:
+
+- ``pandas peer``: a portfolio env written the way FinRL's ``StockPortfolioEnv`` works -- a long
+  DataFrame indexed by day, one ``df.loc[day]`` lookup for the day's rows and one ``df.loc`` range
+  for the feature window per step -- with the same semantics as ``CryptoHedgeFundEnv``
+  (log-return reward, per-category fees, square-root slippage, closed assets held, weight cap).
+  Its NAV path is checked against the numpy env's on the same actions.
+- ``CryptoHedgeFundEnv``: one env, full ``step`` (observation and info dict included).
+- ``BatchedHedgeFundEnv`` with 64 portfolios: ``step`` (with observations) and ``step_kernel``
+  (accounting only, as an index-based rollout uses it).
+
+Usage: ``python benchmarks/bench_env.py [--data-dir DIR] [--steps N]``; prints a table and writes
+``benchmarks/results/bench_env.json``.
+"""
+
+if __package__ in (None, ""):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data.config import DataConfig
+from data.feature_engineering import load_feature_store
+from data.market import DataError, FeatureStore
+from environments.config import EnvConfig
+from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv, trailing_adv
+from environments.vector_env import BatchedHedgeFundEnv
+
+UNIVERSE = {
+    "growth": ["BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD", "DOT-USD", "AVAX-USD", "LINK-USD", "XRP-USD",
+               "LTC-USD", "DOGE-USD"],
+    "hedge": ["BITO", "UVXY"],
+    "traditional": ["SPY", "QQQ", "GLD", "BND", "TLT"],
+    "stable": ["BIL", "SHY", "USDT-USD", "USDC-USD"],
+}
+
+
+class PandasPortfolioEnv:
+    """FinRL-style peer: pandas lookups per step, same accounting as ``CryptoHedgeFundEnv``.
+
+    Only the parts the benchmark exercises: no margin, no drawdown control, log-return reward.
+    """
+
+    def __init__(self, store: FeatureStore, cfg: EnvConfig, fee: np.ndarray, slip: np.ndarray) -> None:
+        t_days, n, f = store.features.shape
+        self.cfg, self.n = cfg, n
+        self.feature_cols = list(store.feature_names)
+        frame = pd.DataFrame(store.features.reshape(t_days * n, f), columns=self.feature_cols)
+        frame["tic"] = np.tile(np.array(store.tickers), t_days)
+        frame["ret"] = store.returns.reshape(-1)
+        frame["tradable"] = store.tradable.reshape(-1)
+        frame["adv"] = trailing_adv(store.volume, cfg.adv_window).reshape(-1)
+        frame["fee"] = np.tile(fee, t_days)
+        frame["slip"] = np.tile(slip, t_days)
+        frame.index = np.repeat(np.arange(t_days), n)  # FinRL: df.index = df.date.factorize()[0]
+        self.df = frame
+
+    def reset(self, start: int) -> np.ndarray:
+        self.day = start
+        self.nav = self.cfg.initial_nav
+        self.weights = np.zeros(self.n + 1)
+        self.weights[-1] = 1.0
+        return self._observation()
+
+    def _observation(self) -> np.ndarray:
+        window = self.df.loc[self.day - self.cfg.window + 1 : self.day, self.feature_cols].values
+        mask = self.df.loc[self.day, "tradable"].values.astype(np.float32)
+        return np.concatenate([window.reshape(-1).astype(np.float32), self.weights.astype(np.float32), mask])
+
+    def step(self, action: np.ndarray):
+        data = self.df.loc[self.day, :]
+        tradable = data["tradable"].values
+        x = action / action.sum() if action.sum() > 0 else np.eye(self.n + 1)[-1]
+        held = np.where(tradable, 0.0, self.weights[:-1])
+        open_x = np.append(np.where(tradable, x[:-1], 0.0), x[-1])
+        risky = open_x[:-1] / open_x.sum() * max(1.0 - held.sum(), 0.0)
+        risky = np.minimum(risky, self.cfg.max_weight) + held
+        traded = np.abs(risky - self.weights[:-1]) * self.nav
+        fee = float((data["fee"].values * traded).sum())
+        adv = data["adv"].values
+        impact = np.where(adv > 0, np.sqrt(traded / np.where(adv > 0, 0.01 * adv, 1.0)), 1.0)
+        slippage = float((data["slip"].values * traded * impact).sum())
+        nav_post = self.nav - fee - slippage
+        holdings = np.append(risky * (1.0 + data["ret"].values), 1.0 - risky.sum()) * nav_post
+        new_nav = holdings.sum()
+        reward = float(np.log(new_nav / self.nav))
+        self.nav, self.weights = new_nav, holdings / new_nav
+        self.day += 1
+        return self._observation(), reward, False, False, {"nav": self.nav, "cost": fee + slippage}
+
+
+def _rates(fns: list, steps: list[int], repeats: int = 5) -> list[tuple[float, float]]:
+    """Best-of-``repeats`` ``(CPU, wall)`` calls per second of each ``fn(steps)``, repeats interleaved.
+
+    CPU time (``time.process_time``) is the primary figure: every implementation here is
+    single-threaded, and CPU time is not inflated by other processes sharing the machine.
+    """
+    best = [[float("inf"), float("inf")] for _ in fns]
+    for _ in range(repeats):
+        for k, (fn, n) in enumerate(zip(fns, steps, strict=True)):
+            c0, w0 = time.process_time(), time.perf_counter()
+            fn(n)
+            best[k][0] = min(best[k][0], time.process_time() - c0)
+            best[k][1] = min(best[k][1], time.perf_counter() - w0)
+    return [(n / max(c, 1e-9), n / w) for (c, w), n in zip(best, steps, strict=True)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/market"))
+    parser.add_argument("--steps", type=int, default=600, help="steps per timing (single envs)")
+    parser.add_argument("--num-envs", type=int, default=64)
+    args = parser.parse_args(argv)
+    try:
+        data_cfg = DataConfig(universe=UNIVERSE, start="2019-01-01", end="2023-12-31", train_end="2022-12-31",
+                              source="csv", data_dir=args.data_dir, risk_free="")
+        store = load_feature_store(data_cfg, source="csv", data_dir=args.data_dir)
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cfg = EnvConfig(window=60)
+    t_days, n, f = store.features.shape
+    print(f"data: {n} assets x {f} features x {t_days} days ({store.source}), window {cfg.window}, "
+          f"obs_dim {cfg.window * n * f + 2 * n + 1}")
+
+    env = CryptoHedgeFundEnv.from_store(store, cfg)
+    core = env.core
+    peer = PandasPortfolioEnv(store, cfg, core.market.fee_rate, core.market.slip_rate)
+    start = core.first
+    steps = min(args.steps, core.last - start)
+    rng = np.random.default_rng(0)
+    actions = rng.random((steps, n + 1))
+
+    # Same semantics: identical NAV paths on the same actions.
+    env.reset(options={"start": start})
+    peer.reset(start)
+    navs_env, navs_peer = [], []
+    for a in actions:
+        navs_env.append(env.step(a)[4]["nav"])
+        navs_peer.append(peer.step(a)[4]["nav"])
+    max_rel = float(np.max(np.abs(np.array(navs_env) / np.array(navs_peer) - 1.0)))
+    print(f"NAV agreement env vs pandas peer over {steps} steps: max relative difference {max_rel:.2e}")
+
+    def run_env(k: int) -> None:
+        env.reset(options={"start": start})
+        for a in actions[:k]:
+            env.step(a)
+
+    def run_peer(k: int) -> None:
+        peer.reset(start)
+        for a in actions[:k]:
+            peer.step(a)
+
+    m = args.num_envs
+    venv = BatchedHedgeFundEnv.like(env, m)
+    batch_actions = rng.random((m, n + 1))
+
+    def run_batched(k: int) -> None:
+        venv.reset(seed=0)
+        for _ in range(k):
+            venv.step(batch_actions)
+
+    def run_kernel(k: int) -> None:
+        venv.reset(seed=0)
+        for _ in range(k):
+            venv.step_kernel(batch_actions)
+
+    peer_steps = max(50, steps // 4)
+    names = ["pandas peer (FinRL-style, 1 env)", "CryptoHedgeFundEnv.step (1 env)",
+             f"BatchedHedgeFundEnv.step ({m} envs, with obs)", f"BatchedHedgeFundEnv.step_kernel ({m} envs, no obs)"]
+    envs = [1, 1, m, m]
+    measured = _rates([run_peer, run_env, run_batched, run_kernel], [peer_steps, steps, max(50, steps // 4), steps])
+    rows = [(name, k, k * cpu, k * wall) for name, k, (cpu, wall) in zip(names, envs, measured, strict=True)]
+    peer_cpu, peer_wall = rows[0][2], rows[0][3]
+    print(f"\n{'implementation':<52} {'envs':>5} {'env-steps/s':>13} {'x peer':>8} {'wall/s':>11} {'x peer':>7}")
+    for name, k, cpu, wall in rows:
+        print(f"{name:<52} {k:>5} {cpu:>13,.0f} {cpu / peer_cpu:>8.1f} {wall:>11,.0f} {wall / peer_wall:>7.1f}")
+    print("(env-steps/s from CPU time of this process; wall-clock figures beside them)")
+    goals = {"single_vs_peer": rows[1][2] / peer_cpu, "single_goal": 20.0,
+             "batched_kernel": rows[3][2], "batched_with_obs": rows[2][2], "batched_goal": 200_000.0}
+    print(f"\ngoal single >= 20x peer: {goals['single_vs_peer']:.1f}x "
+          f"({'met' if goals['single_vs_peer'] >= 20 else 'NOT met'}); goal batched >= 200,000/s: "
+          f"{rows[3][2]:,.0f} kernel-only ({'met' if rows[3][2] >= 200_000 else 'NOT met'}), "
+          f"{rows[2][2]:,.0f} with {cfg.window}x{n}x{f} observations")
+    out_dir = Path(__file__).resolve().parent / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = {
+        "data": {"assets": n, "features": f, "days": t_days, "window": cfg.window, "source": store.source},
+        "nav_max_rel_diff_vs_peer": max_rel,
+        "rows": [{"name": name, "envs": k, "env_steps_per_s_cpu": cpu, "ratio_vs_peer_cpu": cpu / peer_cpu,
+                  "env_steps_per_s_wall": wall, "ratio_vs_peer_wall": wall / peer_wall}
+                 for name, k, cpu, wall in rows],
+        "goals": goals, "cpu_count": os.cpu_count(),
+    }
+    tmp = out_dir / "bench_env.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out_dir / "bench_env.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
