@@ -153,48 +153,48 @@ def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def parse_fn(schema: dict[str, dict[str, Any]]):
-    """A function serialized ``tf.train.Example`` -> dict of decoded tensors, built from ``schema`` alone."""
+def parse_fn(schema: dict[str, dict[str, Any]], batched: bool = False):
+    """A function serialized ``tf.train.Example`` -> dict of decoded tensors, built from ``schema`` alone.
+
+    ``batched=True``: the function takes a vector [B] of serialized examples (``tf.io.parse_example``,
+    much faster than one parse per day) and returns tensors with a leading B axis.
+    """
     import tensorflow as tf
 
     kinds = {"int64": tf.int64, "float": tf.float32, "bytes": tf.string}
     spec = {k: tf.io.FixedLenFeature([v["length"]], kinds[v["kind"]]) for k, v in schema.items()}
+    lead = [-1] if batched else []
 
     def parse(serialized):
-        ex = tf.io.parse_single_example(serialized, spec)
+        ex = tf.io.parse_example(serialized, spec) if batched else tf.io.parse_single_example(serialized, spec)
         out = {}
         for k, v in schema.items():
             x = ex[k]
             if v["kind"] == "bytes":
-                x = tf.io.decode_raw(x[0], tf.dtypes.as_dtype(v["dtype"]), little_endian=v["little_endian"])
+                x = tf.io.decode_raw(x[..., 0], tf.dtypes.as_dtype(v["dtype"]), little_endian=v["little_endian"])
             elif v["dtype"] == "bool":
                 x = tf.not_equal(x, 0)
-            out[k] = tf.reshape(x, v["shape"])
+            out[k] = tf.reshape(x, lead + v["shape"])
         return out
 
     return parse
 
 
-def _day_dataset(out_dir: str | os.PathLike, manifest: dict[str, Any]):
-    """tf.data dataset of decoded days in order (shards read in file order)."""
+def _read_all(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Every day of the store through tf.data, decoded and stacked: ``{key: tensor (T, ...)}``."""
     import tensorflow as tf
 
     paths = [str(Path(out_dir) / f) for f in manifest["files"]]
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         raise DataError(f"feature store '{out_dir}' is missing its shard '{Path(missing[0]).name}'")
-    ds = tf.data.TFRecordDataset(paths, compression_type=manifest["compression"])
-    return ds.map(parse_fn(manifest["schema"]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-
-def _read_arrays(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
-    """All days of the store stacked: ``{key: array (T, ...)}`` as numpy."""
     T = int(manifest["n_days"])
-    whole = _day_dataset(out_dir, manifest).batch(T + 1).get_single_element()
-    arrays = {k: v.numpy() for k, v in whole.items()}
-    if arrays["day"].shape[0] != T or not np.array_equal(arrays["day"], np.arange(T)):
+    ds = tf.data.TFRecordDataset(paths, compression_type=manifest["compression"], buffer_size=8 << 20)
+    whole = ds.batch(T + 1).map(parse_fn(manifest["schema"], batched=True)).get_single_element()
+    day = whole["day"].numpy()
+    if day.shape[0] != T or not np.array_equal(day, np.arange(T)):
         raise DataError(f"feature store '{out_dir}' is incomplete or out of order; rebuild it")
-    return arrays
+    return whole
 
 
 def read_store(out_dir: str | os.PathLike) -> FeatureStore:
@@ -205,7 +205,7 @@ def read_store(out_dir: str | os.PathLike) -> FeatureStore:
     from data.feature_engineering import store_content_hash
 
     manifest = read_manifest(out_dir)
-    a = _read_arrays(out_dir, manifest)
+    a = {k: v.numpy() for k, v in _read_all(out_dir, manifest).items()}
     store = FeatureStore(
         dates=_EPOCH + a["date"].astype("timedelta64[D]"),
         tickers=tuple(manifest["tickers"]), categories=tuple(manifest["categories"]),
@@ -235,8 +235,8 @@ def window_dataset(out_dir: str | os.PathLike, window: int, batch_size: int, shu
     - ``mask``     bool [B, N]: ``tradable[t]`` (the asset can be traded at t's close)
     - ``day``      int64 [B]: t, the row index in the store
 
-    The shards are read once through tf.data into one tensor; windows are gathered from it per batch
-    (no per-window copies on disk). Deterministic for a ``seed``; reshuffled each epoch. Hand the
+    The shards are read once (when the dataset is built) through tf.data into one tensor; each
+    window is a slice of it, batched by tf.data (no per-window copies on disk). Deterministic for a ``seed``; reshuffled each epoch. Hand the
     batches to PyTorch with ``ds.as_numpy_iterator()``.
     """
     import tensorflow as tf
@@ -247,7 +247,7 @@ def window_dataset(out_dir: str | os.PathLike, window: int, batch_size: int, shu
         raise DataError(f"window and batch_size must be positive, got {window} and {batch_size}")
     manifest = read_manifest(out_dir)
     T = int(manifest["n_days"])
-    whole = _day_dataset(out_dir, manifest).batch(T + 1).get_single_element()
+    whole = _read_all(out_dir, manifest)
     dates = _EPOCH + whole["date"].numpy().astype("timedelta64[D]")
     lo, hi = window - 1, T - 2
     if start is not None:
@@ -259,14 +259,12 @@ def window_dataset(out_dir: str | os.PathLike, window: int, batch_size: int, shu
                         f"between {start or 'the start'} and {end or 'the end'}")
     feats, mask = whole["features"], whole["tradable"]
     tgt = whole["returns"] if target == "returns" else tf.math.log1p(whole["returns"])
-    offsets = tf.range(-window + 1, 1, dtype=tf.int64)
 
-    def gather(t):
-        return {"features": tf.gather(feats, t[:, None] + offsets[None, :]), "target": tf.gather(tgt, t),
-                "mask": tf.gather(mask, t), "day": t}
+    def sample(t):  # one contiguous slice per window: cheaper than a gather of B x window rows
+        return {"features": feats[t - window + 1: t + 1], "target": tgt[t], "mask": mask[t], "day": t}
 
     ds = tf.data.Dataset.range(lo, hi + 1)
     if shuffle:
         ds = ds.shuffle(hi - lo + 1, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
