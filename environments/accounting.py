@@ -49,11 +49,11 @@ from environments.config import EnvConfig
 from environments.rewards import differential_sharpe, rolling_vol
 
 #: Intervention bit flags reported per portfolio per step; ``decode_flags`` turns them into names.
-WEIGHT_CAP, DRAWDOWN_CONTROL, CLOSED_ASSET, LIQUIDATION, BANKRUPTCY = 1, 2, 4, 8, 16
+#: Holding a closed asset is the rule, not an intervention (policies give closed assets no score).
+WEIGHT_CAP, DRAWDOWN_CONTROL, LIQUIDATION, BANKRUPTCY = 1, 2, 4, 8
 FLAG_NAMES: tuple[tuple[int, str], ...] = (
     (WEIGHT_CAP, "weight_cap"),
     (DRAWDOWN_CONTROL, "drawdown_control"),
-    (CLOSED_ASSET, "closed_asset"),
     (LIQUIDATION, "liquidation"),
     (BANKRUPTCY, "bankruptcy"),
 )
@@ -116,7 +116,8 @@ class PortfolioState:
 
     ``nav`` (M,) currency; ``weights`` (M, N+1) fractions of NAV, cash last; ``peak`` (M,) highest NAV
     so far; ``log_returns`` (M, K) the last K daily log returns, newest last; ``n_returns`` (M,) how
-    many of those are real (<= K); ``dsr_a``/``dsr_b`` (M,) the EMAs of return and squared return.
+    many of those are real (<= K), both maintained only when read (drawdown control or the
+    risk-adjusted reward); ``dsr_a``/``dsr_b`` (M,) the EMAs of return and squared return.
     """
 
     nav: np.ndarray
@@ -151,11 +152,9 @@ class StepOutcome(NamedTuple):
     """Per-portfolio results of one step; every field has leading shape (M,).
 
     ``target`` (M, N+1) post-trade weights; ``fee``/``slippage`` currency; ``turnover`` sum of
-    |risky weight change| (fraction of NAV); ``cost_frac`` (fee + slippage) / pre-trade NAV;
-    ``log_return`` log(NAV_{t+1}/NAV_t); ``drawdown`` 1 - NAV/peak; ``gross_leverage`` sum |risky
+    |risky weight change| (fraction of NAV); ``log_return`` log(NAV_{t+1}/NAV_t); ``drawdown`` 1 - NAV/peak; ``gross_leverage`` sum |risky
     weights| after drift; ``terminated`` liquidation or bankruptcy. Interventions, bool (M,) or
-    None where the feature is off or could not fire that day: ``capped``, ``closed_moved`` (a score
-    asked to trade a closed asset), ``dd_active``, ``liquidated``, ``bankrupt``. ``flags()`` packs
+    None where the feature is off: ``capped``, ``dd_active``, ``liquidated``, ``bankrupt``. ``flags()`` packs
     them into bits, ``interventions(i)`` names those of portfolio i.
     """
 
@@ -164,13 +163,11 @@ class StepOutcome(NamedTuple):
     fee: np.ndarray
     slippage: np.ndarray
     turnover: np.ndarray
-    cost_frac: np.ndarray
     log_return: np.ndarray
     drawdown: np.ndarray
     gross_leverage: np.ndarray
     terminated: np.ndarray
     capped: np.ndarray
-    closed_moved: np.ndarray | None
     dd_active: np.ndarray | None
     liquidated: np.ndarray | None
     bankrupt: np.ndarray
@@ -179,7 +176,7 @@ class StepOutcome(NamedTuple):
         """Intervention bits (M,) int64 (see ``FLAG_NAMES``)."""
         bits = np.zeros(self.reward.shape[0], dtype=np.int64)
         for bit, mask in ((WEIGHT_CAP, self.capped), (DRAWDOWN_CONTROL, self.dd_active),
-                          (CLOSED_ASSET, self.closed_moved), (LIQUIDATION, self.liquidated),
+                          (LIQUIDATION, self.liquidated),
                           (BANKRUPTCY, self.bankrupt)):
             if mask is not None:
                 bits |= mask * bit
@@ -192,8 +189,6 @@ class StepOutcome(NamedTuple):
             names.append("weight_cap")
         if self.dd_active is not None and self.dd_active[i]:
             names.append("drawdown_control")
-        if self.closed_moved is not None and self.closed_moved[i]:
-            names.append("closed_asset")
         if self.liquidated is not None and self.liquidated[i]:
             names.append("liquidation")
         if self.bankrupt[i]:
@@ -223,21 +218,19 @@ def check_actions(actions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 def target_weights(
     actions: np.ndarray, weights: np.ndarray, open_f: np.ndarray | None, closed_f: np.ndarray | None,
     leverage: float, max_weight: float, risky_scale: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Steps 1-4 of the module docstring: actions (M, N+1) -> ``(target (M, N+1), capped (M,), moved)``.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 1-4 of the module docstring: actions (M, N+1) -> ``(target (M, N+1), capped (M,))``.
 
     ``weights`` (M, N+1) are the current drifted weights; ``open_f``/``closed_f`` (M, N) the day's
     tradable mask as 1.0/0.0 and its complement, or both None when every asset can trade;
     ``risky_scale`` (M,) the drawdown-control factor (None = no scaling). Scores need not be
     normalised first: with ``s = a.sum()`` the share of a tradable asset is ``(a_j / s) * budget /
     (sum_open a / s)`` = ``a_j * budget / sum_open a``, so ``s`` cancels; a row with no open score
-    (e.g. all zeros) keeps its whole budget in cash. ``capped``: a tradable weight hit the cap;
-    ``moved`` (None when nothing is closed): a closed asset's score asked for a weight
-    ``L * a_i / a.sum()`` other than the one it keeps.
+    (e.g. all zeros) keeps its whole budget in cash. ``capped``: a tradable weight hit the cap.
     """
     n = weights.shape[1] - 1
     if closed_f is None:
-        held = moved = None
+        held = None
         open_a = actions[:, :n]
         open_sum = _sum(actions, 1)
         factor = None if leverage == 1.0 else np.full(actions.shape[0], leverage)
@@ -246,10 +239,6 @@ def target_weights(
         held_sum = _sum(held, 1)
         open_a = actions[:, :n] * open_f
         open_sum = _sum(open_a, 1) + actions[:, n]
-        closed_a = actions[:, :n] - open_a
-        total = _sum(closed_a, 1) + open_sum
-        gap = np.abs((closed_a * leverage if leverage != 1.0 else closed_a) - held * total[:, None])
-        moved = _max(gap, 1) > 1e-9 * total
         if leverage == 1.0:
             factor = 1.0 - held_sum
         else:
@@ -258,16 +247,16 @@ def target_weights(
         factor = risky_scale if factor is None else factor * risky_scale
     target = np.empty_like(weights)
     risky = target[:, :n]
-    np.divide(open_a, (open_sum + (open_sum <= 0))[:, None], out=risky)  # shares <= 1: no overflow
-    if factor is not None:
-        risky *= factor[:, None]
+    # Scores summing to less than 1e-300 count as (nearly) nothing: no overflow, the rest stays in cash.
+    scale = (1.0 if factor is None else factor) / np.maximum(open_sum, 1e-300)
+    np.multiply(open_a, scale[:, None], out=risky)
     capped = _max(risky, 1) > max_weight + _TOL
     np.minimum(risky, max_weight, out=risky)
     if held is not None:
         risky += held
     cash = 1.0 - _sum(risky, 1)
     target[:, n] = np.maximum(cash, 0.0) if leverage == 1.0 else cash  # long-only: no -1e-16 rounding
-    return target, capped, moved
+    return target, capped
 
 
 def step_portfolios(
@@ -294,7 +283,7 @@ def step_portfolios(
         scale = 1.0 - active * (1.0 - cfg.dd_scale)
     else:
         active = scale = None
-    target, capped, moved = target_weights(actions, weights, open_f, closed_f, cfg.leverage, cfg.max_weight, scale)
+    target, capped = target_weights(actions, weights, open_f, closed_f, cfg.leverage, cfg.max_weight, scale)
 
     # Costs on traded notional (currency).
     risky = target[:, :n]
@@ -347,11 +336,13 @@ def step_portfolios(
     log_ret = np.log(ratio)
     peak = np.maximum(state.peak, nav_new)
     drawdown = 1.0 - nav_new / peak
-    log_returns = np.empty_like(state.log_returns)
-    log_returns[:, :-1] = state.log_returns[:, 1:]
-    log_returns[:, -1] = log_ret
-    n_returns = np.minimum(state.n_returns + 1, log_returns.shape[1])
-    cost_frac = cost / nav
+    if cfg.drawdown_control or cfg.reward == "risk_adjusted":  # the only readers of the return history
+        log_returns = np.empty_like(state.log_returns)
+        log_returns[:, :-1] = state.log_returns[:, 1:]
+        log_returns[:, -1] = log_ret
+        n_returns = np.minimum(state.n_returns + 1, log_returns.shape[1])
+    else:
+        log_returns, n_returns = state.log_returns, state.n_returns
 
     dsr_a, dsr_b = state.dsr_a, state.dsr_b
     if cfg.reward == "log_return":
@@ -360,15 +351,14 @@ def step_portfolios(
         reward, dsr_a, dsr_b = differential_sharpe(ratio - 1.0, dsr_a, dsr_b, cfg.dsr_eta)
     else:
         vol_new = rolling_vol(log_returns, n_returns)
-        reward = cfg.alpha * log_ret - cfg.beta * vol_new - cfg.gamma * drawdown - cfg.delta * cost_frac
+        reward = cfg.alpha * log_ret - cfg.beta * vol_new - cfg.gamma * drawdown - cfg.delta * (cost / nav)
     if cfg.concentration_penalty:
         reward = reward - cfg.concentration_penalty * _sum(risky * risky, 1)
 
     new_state = PortfolioState(nav_new, weights_new, peak, log_returns, n_returns, dsr_a, dsr_b)
     outcome = StepOutcome(
-        reward=reward, target=target, fee=fee, slippage=slippage, turnover=turnover,
-        cost_frac=cost_frac, log_return=log_ret, drawdown=drawdown, gross_leverage=gross_leverage,
-        terminated=terminated, capped=capped, closed_moved=moved, dd_active=active, liquidated=liquidated,
+        reward=reward, target=target, fee=fee, slippage=slippage, turnover=turnover, log_return=log_ret, drawdown=drawdown, gross_leverage=gross_leverage,
+        terminated=terminated, capped=capped, dd_active=active, liquidated=liquidated,
         bankrupt=bankrupt,
     )
     return new_state, outcome

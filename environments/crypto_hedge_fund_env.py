@@ -35,8 +35,7 @@ Info (``step``)
     ``nav`` (currency, after the step), ``weights`` (N + 1,) after drift, ``target_weights`` (N + 1,)
     post-trade, ``cost`` = ``fee`` + ``slippage`` (currency), ``turnover`` (sum |risky weight change|),
     ``drawdown`` (1 - NAV / peak), ``gross_leverage`` (sum |risky weights|), ``log_return``,
-    ``interventions`` (list of str: weight_cap, drawdown_control, closed_asset, liquidation,
-    bankruptcy), ``t`` (the new day's index) and ``date`` (ISO string, when dates are known).
+    ``interventions`` (list of str: weight_cap, drawdown_control, liquidation, bankruptcy), ``t`` (the new day's index) and ``date`` (ISO string, when dates are known).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def test_three_day_example_matches_hand_computation():
     np.testing.assert_allclose(infos[1]["weights"], hand["w2"], rtol=1e-12)
     np.testing.assert_allclose(infos[2]["weights"], [0.0, 0.0, 1.0], atol=1e-15)
     assert infos[0]["interventions"] == ["weight_cap"]
-    assert infos[1]["interventions"] == ["weight_cap", "closed_asset"]
+    assert infos[1]["interventions"] == ["weight_cap"]
     assert infos[2]["interventions"] == []
     assert infos[1]["target_weights"][1] == pytest.approx(hand["w1"][1], rel=1e-15)
     # Drawdown after the loss on day 1 (A fell 10%), measured against the running peak.

@@ -91,7 +91,7 @@ def test_action_map_is_identity_on_feasible_simplex_points(seed, raw):
     feasible[:-1][~open_] = w[:-1][~open_]
     info = env.step(feasible)[4]
     np.testing.assert_allclose(info["target_weights"], feasible, atol=1e-12)
-    assert "closed_asset" not in info["interventions"]
+    assert info["interventions"] == []
 
 
 @SETTINGS
