@@ -441,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"error: cannot write the feature store to '{args.out}' ({err.strerror or err})", file=sys.stderr)
+        return 2
     label = "SYNTHETIC (simulated market, not real prices)" if store.synthetic else store.source
     n_listed_end = int(store.listed[-1].sum())
     print("feature store summary")

@@ -126,9 +126,15 @@ def write_store(store: FeatureStore, out_dir: str | os.PathLike, shard_days: int
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only
         if out.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            out.rename(trash / out.name)
-            tmp.rename(out)
-            shutil.rmtree(trash, ignore_errors=True)
+            try:
+                out.rename(trash / out.name)
+                try:
+                    tmp.rename(out)
+                except OSError:
+                    (trash / out.name).rename(out)  # put the previous store back
+                    raise
+            finally:
+                shutil.rmtree(trash, ignore_errors=True)
         else:
             tmp.rename(out)
     finally:

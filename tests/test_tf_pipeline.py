@@ -24,7 +24,9 @@ ARRAYS = ("dates", "features", "close", "returns", "volume", "tradable", "listed
 @pytest.fixture(scope="module")
 def tf():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return pytest.importorskip("tensorflow")
+    import tensorflow
+
+    return tensorflow
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +178,15 @@ def test_cli_builds_a_store_from_the_synthetic_market(tf, tmp_path, capsys):
     m = json.loads((out / "manifest.json").read_text())
     assert "SYNTHETIC" in printed and f"{m['n_features']} per asset" in printed
     assert m["synthetic"] and m["tickers"][0] == "BTC-USD" and m["n_features"] >= 50
+
+
+def test_cli_unwritable_output_exits_2(tf, tmp_path, capsys):
+    from data.feature_engineering import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    code = main(["--config", str(ROOT / "configs/quickstart.yaml"), "--source", "synthetic",
+                 "--out", str(blocker / "fs")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: cannot write the feature store") and "Traceback" not in err
+    assert blocker.read_text() == "x"
