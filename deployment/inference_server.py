@@ -304,6 +304,7 @@ def make_app(state: ServingApp):
     """The FastAPI application over ``state``."""
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, PlainTextResponse
+    from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title="DRL hedge fund allocation service", docs_url=None, redoc_url=None)
     limit = state.cfg.max_body_bytes
@@ -358,11 +359,14 @@ def make_app(state: ServingApp):
             raw = await read_body(request)
             if len(raw) % 4:
                 raise HTTPError(400, "a binary observation must be little-endian float32 (length a multiple of 4)")
-            return state.allocate(None, np.frombuffer(raw, dtype="<f4"))
+            return await run_in_threadpool(state.allocate, None, np.frombuffer(raw, dtype="<f4"))
         if ctype not in ("application/json", ""):
             raise HTTPError(415, f"content type '{ctype}' is not supported; use application/json "
                                  "or application/octet-stream")
-        return state.allocate(await parse_json(request))
+        body = await parse_json(request)
+        # The model runs in a worker thread: ONNX Runtime and torch release the GIL, so two requests
+        # can compute on two cores while the event loop keeps reading bodies.
+        return await run_in_threadpool(state.allocate, body)
 
     async def performance(request: Request):
         return state.performance(await parse_json(request))

@@ -140,7 +140,7 @@ def test_reference_with_ties_gives_no_drift_on_itself():
 def test_drift_monitor_persists_then_triggers_once(tmp_path):
     req = tmp_path / "retrain" / "request.json"
     marker = tmp_path / "cmd_ran"
-    cfg = DriftConfig(min_rows=50, buffer_rows=200, check_every=1, persist_checks=3, background=False,
+    cfg = DriftConfig(min_rows=50, buffer_rows=200, check_every=1, min_interval_s=0.0, persist_checks=3, background=False,
                       retrain_request_file=str(req), retrain_command=f"touch {marker}")
     mon = DriftMonitor(("a", "b"), cfg)
     rng = np.random.default_rng(0)

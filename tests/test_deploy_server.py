@@ -64,7 +64,7 @@ def server(tmp_path_factory):
         "max_body_bytes": 500_000, "max_stale_days": 4, "ab_seed": 7,
         "risk": {"max_asset_weight": 0.6, "breaker_asset_move": 0.25, "breaker_portfolio_move": 0.1,
                  "breaker_scale": 0.5, "category_caps": {"growth": 0.9, "traditional": 0.9, "stable": 1.0}},
-        "drift": {"min_rows": 120, "buffer_rows": 120, "check_every": 1, "persist_checks": 3,
+        "drift": {"min_rows": 120, "buffer_rows": 120, "check_every": 1, "min_interval_s": 0.0, "persist_checks": 3,
                   "psi_threshold": 3.0, "ks_threshold": 0.5,
                   "retrain_request_file": str(state / "retrain_request.json")}}}))
     port = free_port()
