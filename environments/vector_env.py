@@ -11,8 +11,8 @@ It follows the gymnasium ``VectorEnv`` API with same-step autoreset
 - ``step(actions (M, N+1))`` -> ``(obs, rewards (M,) float64, terminated (M,), truncated (M,), infos)``.
   A portfolio whose episode ends is reset in the same call: ``obs[i]`` is already the first
   observation of its next episode, ``infos["final_obs"][i]`` the last observation of the finished
-  one (rows with ``infos["_final_obs"][i] == False`` are meaningless), and ``infos["episode"]``
-  holds ``{"r": return sum, "l": length}`` with the mask ``infos["_episode"]``.
+  one (rows with ``infos["_final_obs"][i] == False`` are meaningless). Episode returns and lengths
+  come from gymnasium's ``gymnasium.wrappers.vector.RecordEpisodeStatistics``, which works on it.
 - ``infos`` of ``step`` describe the step just taken (before any reset), one (M,)-array per key:
   ``nav``, ``cost``, ``fee``, ``slippage``, ``turnover``, ``drawdown``, ``gross_leverage``,
   ``log_return``, ``flags`` (intervention bits, see ``environments.accounting.decode_flags``), ``t``,
@@ -82,8 +82,6 @@ class BatchedHedgeFundEnv(VectorEnv):
         self._state: PortfolioState | None = None
         self._t = np.zeros(self.num_envs, dtype=np.int64)
         self._end = np.zeros(self.num_envs, dtype=np.int64)
-        self._ep_return = np.zeros(self.num_envs)
-        self._ep_length = np.zeros(self.num_envs, dtype=np.int64)
         self._fixed: dict[str, Any] | None = None
 
     # -- helpers -------------------------------------------------------------------------------
@@ -111,8 +109,6 @@ class BatchedHedgeFundEnv(VectorEnv):
             self._state = fresh
         else:
             self._state.replace_rows(rows, fresh)
-        self._ep_return[rows] = 0.0
-        self._ep_length[rows] = 0
 
     # -- gymnasium vector API ------------------------------------------------------------------
     def reset(
@@ -146,8 +142,6 @@ class BatchedHedgeFundEnv(VectorEnv):
         self._t += 1
         terminated = out.terminated.copy()
         truncated = (self._t >= self._end) & ~terminated
-        self._ep_return += out.reward
-        self._ep_length += 1
         infos: dict[str, Any] = {
             "nav": self._state.nav.copy(), "weights": self._state.weights.copy(),
             "target_weights": out.target, "cost": out.fee + out.slippage, "fee": out.fee,
@@ -160,8 +154,6 @@ class BatchedHedgeFundEnv(VectorEnv):
         if done.any():
             infos["final_obs"] = obs.copy()
             infos["_final_obs"] = done
-            infos["episode"] = {"r": self._ep_return.copy(), "l": self._ep_length.copy()}
-            infos["_episode"] = done
             self._spans(done)
             rows = np.flatnonzero(done)
             obs[rows] = self.core.observations(self._t[rows], self._state.weights[rows])
