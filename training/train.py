@@ -391,7 +391,6 @@ def run_training(
 
     tc = cfg.training
     torch.set_num_threads(tc.torch_threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     out = Path(out)
     if resume:
         _check_resumable(out, cfg)
