@@ -132,7 +132,7 @@ def test_features_are_scale_free(market, raw):
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(t=st.integers(min_value=150, max_value=418), seed=st.integers(0, 10_000))
+@given(t=st.integers(min_value=20, max_value=418), seed=st.integers(0, 10_000))
 def test_no_look_ahead_in_any_raw_feature(market, raw, t, seed):
     names, base = raw
     _, moved = compute_raw_features(perturb_after(market, t, seed))
