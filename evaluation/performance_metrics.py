@@ -173,11 +173,16 @@ def conditional_value_at_risk(returns: np.ndarray, confidence: float = 0.95) -> 
     return float(np.mean(r[r <= value_at_risk(r, confidence)]))
 
 
-def hit_rate(returns: np.ndarray) -> float:
-    """Fraction of periods with a positive return among periods with a non-zero return (0 if none)."""
+def hit_rate(returns: np.ndarray, tol: float = 1e-12) -> float:
+    """Fraction of periods with a positive return among periods with a non-zero return (0 if none).
+
+    Returns within ``tol`` of 0 count as zero (a flat day whose NAV moved by floating-point round-off),
+    so the figure does not depend on the last bit of the accounting.
+    """
     r = _as_1d(returns)
-    nonzero = int(np.count_nonzero(r))
-    return float(np.count_nonzero(r > 0) / nonzero) if nonzero else 0.0
+    moved = np.abs(r) > tol
+    nonzero = int(np.count_nonzero(moved))
+    return float(np.count_nonzero(r[moved] > 0) / nonzero) if nonzero else 0.0
 
 
 def turnover(weights_before: np.ndarray, weights_after: np.ndarray) -> np.ndarray:

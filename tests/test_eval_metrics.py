@@ -75,6 +75,7 @@ def test_hand_computed_example():
     assert pm.mean_log_return(r) == pytest.approx(np.log(0.924) / 4)
     assert pm.std(r) == pytest.approx(np.std(r, ddof=1))
     assert pm.hit_rate(r) == pytest.approx(2 / 3)
+    assert pm.hit_rate(np.array([0.1, -0.2, 0.05, 1e-17, -1e-16])) == pytest.approx(2 / 3)  # round-off is flat
     assert pm.annualised_return(r, 4) == pytest.approx(-0.076)
     np.testing.assert_allclose(pm.drawdown_series(r), [0.0, -0.2, -0.16, -0.16])
     # loss on day one is a drawdown from the initial NAV of 1
