@@ -19,6 +19,12 @@ Reward
     ``EnvConfig.reward``: ``log_return`` (log of NAV growth over the step, net of all costs),
     ``dsr`` (differential Sharpe ratio) or ``risk_adjusted``; minus the concentration penalty.
 
+Construction
+    ``CryptoHedgeFundEnv(prices, features, transaction_costs, ...)`` from arrays (the paper's
+    signature), ``CryptoHedgeFundEnv.from_store(store, config, start, end)`` from an in-memory
+    ``data.market.FeatureStore`` (costs per asset category, tradable masks and dollar volume from
+    the store) or ``CryptoHedgeFundEnv.from_directory(dir, config, ...)`` from a written store.
+
 Starting state
     All cash at ``initial_nav``. ``reset(seed=...)`` draws the first decision day uniformly in
     ``[first, last - episode_length]`` (``[first, last - 1]`` when ``episode_length == 0``), where
@@ -298,6 +304,20 @@ class CryptoHedgeFundEnv(gym.Env):
         env._setup(core_from_store(store, config, start, end, costs_bps))
         return env
 
+    @classmethod
+    def from_directory(
+        cls, store_dir: str, config: EnvConfig, start: str | None = None, end: str | None = None,
+        costs_bps: dict[str, tuple[float, float]] | None = None,
+    ) -> CryptoHedgeFundEnv:
+        """An env over a feature-store directory written by ``data.tf_pipeline.write_store``.
+
+        Reading the TFRecord shards imports TensorFlow (inside ``data``), so prefer ``from_store``
+        with an in-memory store where one is at hand. Arguments as in ``from_store``.
+        """
+        from data.tf_pipeline import read_store
+
+        return cls.from_store(read_store(store_dir), config, start, end, costs_bps)
+
     def _setup(self, core: MarketCore) -> None:
         self.core = core
         self.config = core.cfg
@@ -391,6 +411,8 @@ def core_from_store(
     hi = dates.shape[0] - 1 if end is None else int(np.searchsorted(dates, np.datetime64(end, "D"), "right")) - 1
     if hi < 0 or lo >= dates.shape[0] or hi <= lo:
         raise DataError(f"the feature store has no days between {start or 'its start'} and {end or 'its end'}")
+    if not (np.isfinite(store.features).all() and np.isfinite(store.returns).all()):
+        raise DataError("the feature store holds NaN or infinite features or returns")
     costs = dict(DEFAULT_COSTS_BPS)
     costs.update(costs_bps or {})
     unknown = sorted(set(store.categories) - set(costs))

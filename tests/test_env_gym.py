@@ -122,6 +122,9 @@ def test_from_store_span_and_too_short_data():
         CryptoHedgeFundEnv.from_store(store, EnvConfig(window=6), start="2030-01-01")
     with pytest.raises(DataError):
         CryptoHedgeFundEnv.from_store(make_store(n_days=10), EnvConfig(window=20))
+    store.features[5, 0, 0] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        CryptoHedgeFundEnv.from_store(store, EnvConfig(window=6))
 
 
 @pytest.mark.parametrize("reward", ["log_return", "dsr", "risk_adjusted"])
@@ -192,3 +195,22 @@ def test_determinism_for_a_seed():
 
     assert rollout(4) == rollout(4)
     assert rollout(4) != rollout(5)
+
+
+def test_from_directory_reads_a_written_feature_store(tmp_path):
+    import dataclasses
+
+    from data.feature_engineering import store_content_hash
+    from data.tf_pipeline import write_store
+
+    store = make_store(n_days=60, seed=2)
+    store = dataclasses.replace(store, content_hash=store_content_hash(store))
+    write_store(store, tmp_path / "store")
+    env = CryptoHedgeFundEnv.from_directory(str(tmp_path / "store"), EnvConfig(window=5))
+    mem = CryptoHedgeFundEnv.from_store(store, EnvConfig(window=5))
+    obs_d, _ = env.reset(options={"start": 20})
+    obs_m, _ = mem.reset(options={"start": 20})
+    np.testing.assert_array_equal(obs_d, obs_m)
+    for _ in range(5):
+        a = np.array([0.3, 0.2, 0.2, 0.2, 0.1])
+        assert env.step(a)[4]["nav"] == mem.step(a)[4]["nav"]
