@@ -13,7 +13,7 @@ Update (one minibatch of ``batch_size`` from the replay buffer), Haarnoja et al.
 temperature:
 
 - ``y = reward_scale * r + gamma * (1 - terminated) * (min_k Q'_k(s', a') - alpha * log pi(a'|s'))``,
-  ``a' ~ pi(.|s')``; Q'_k read the target encoder.
+  ``a' ~ pi(.|s')``; both a' and Q'_k read the target encoder's latent of s' (one LSTM pass instead of two).
 - Critic loss ``MSE(Q_1(s, a), y) + MSE(Q_2(s, a), y)`` trains both critics and the shared encoder.
 - Actor loss ``mean(alpha * log pi(a~|s) - min_k Q_k(s, a~))`` with reparameterised ``a~`` on the
   detached latent; temperature loss ``-mean(log_alpha * (log pi + target_entropy))`` with
@@ -158,9 +158,8 @@ class SACAgent(OffPolicyAgent):
         mask1, n_mask1 = torch.cat([mask, torch.ones_like(mask[:, :1])], 1), torch.cat(
             [n_mask, torch.ones_like(n_mask[:, :1])], 1)
         with torch.no_grad():
-            n_latent = nets["encoder"](n_feats)
-            n_action, n_logp = self._sample(n_latent, n_weights, n_mask1, self.gen)
-            n_latent_t = nets["encoder_target"](n_feats)
+            n_latent_t = nets["encoder_target"](n_feats)  # one LSTM pass serves the next action and Q'
+            n_action, n_logp = self._sample(n_latent_t, n_weights, n_mask1, self.gen)
             q_next = torch.min(nets["q1_target"](n_latent_t, n_weights, n_action),
                                nets["q2_target"](n_latent_t, n_weights, n_action))
             y = c.reward_scale * batch.rewards + c.gamma * (1.0 - batch.dones) * (q_next - alpha * n_logp)
