@@ -9,7 +9,8 @@ defaults to the validation span: the day after ``data.train_end`` to ``data.end`
 stepped day by day through ``CryptoHedgeFundEnv`` over the same decision days, so costs, slippage and
 closed-market rules are identical; benchmarks run without margin and drawdown control (they are plain
 long-only portfolios). With no ``--run`` only the benchmarks are reported (config from ``--config``,
-default ``configs/quickstart.yaml``). Several runs (seeds) are reported one by one and as mean and spread.
+default ``configs/quickstart.yaml``). Several runs (seeds) are reported one by one and as mean and spread;
+a folder of seed runs (``train.py --seeds`` writes ``OUT/seed_<s>``) stands for all the runs inside it.
 
 Bad input (a missing run directory, a run from another universe, a span with no data, an ONNX file
 whose inputs do not match) prints one sentence and exits with status 2.
@@ -253,6 +254,21 @@ def read_run(path: str) -> RunInfo:
             raise DataError(f"'{run / 'manifest.json'}' has no '{key}' entry")
     algo = experiment.algo
     return RunInfo(run, f"{algo.upper()} agent ({run.name})", experiment, manifest)
+
+
+def expand_runs(paths: list[str]) -> list[str]:
+    """Run directories from the command line; a folder of seed runs (``OUT/seed_*`` from
+    ``train.py --seeds``) stands for every run directory directly inside it."""
+    out: list[str] = []
+    for path in paths:
+        folder = Path(path)
+        if folder.is_dir() and not (folder / "config.json").is_file():
+            inner = sorted(str(p.parent) for p in folder.glob("*/policy.pth") if (p.parent / "config.json").is_file())
+            if inner:
+                out.extend(inner)
+                continue
+        out.append(path)
+    return out
 
 
 def build_store(data_cfg: DataConfig, source: str | None, data_dir: str | None,
@@ -541,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.onnx and len(args.run) != 1:
             raise DataError("--onnx needs exactly one --run (its config and manifest describe the policy)")
-        runs = [read_run(r) for r in args.run]
+        runs = [read_run(r) for r in expand_runs(args.run)]
         config = Path(args.config) if args.config else (None if runs else DEFAULT_CONFIG)
         given = load_config(config) if config else None
         if runs:

@@ -216,6 +216,11 @@ def test_run_from_another_universe_is_refused(workspace, capsys, tmp_path):
     assert code == 2 and err.count("\n") == 1
 
 
+def test_a_folder_of_seed_runs_expands(workspace, tmp_path):
+    runs = bt.expand_runs([str(workspace["root"]), str(tmp_path)])
+    assert runs == [str(r) for r in workspace["runs"]] + [str(tmp_path)]
+
+
 def test_cli_script_runs_from_repo_root_without_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "evaluation/backtester.py", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
