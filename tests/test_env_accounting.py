@@ -277,3 +277,80 @@ def test_config_is_strict_and_validated():
             from_mapping(EnvConfig, bad, "env")
     with pytest.raises(ValueError, match="unknown environment option"):
         three_day_env(windw=3)
+
+
+def _random_env(reward: str, **cfg) -> CryptoHedgeFundEnv:
+    rng = np.random.default_rng(8)
+    prices = 100 * np.cumprod(1 + 0.03 * rng.standard_normal((60, 3)), axis=0)
+    volume = rng.uniform(1e6, 1e8, (60, 3))
+    return CryptoHedgeFundEnv(prices, np.zeros((60, 3, 1), dtype=np.float32), 0.002, volume=volume,
+                              slippage_costs=0.001, window=1, max_weight=1.0, reward=reward, **cfg)
+
+
+def test_risk_adjusted_reward_over_a_wrapping_20_day_window():
+    env = _random_env("risk_adjusted", alpha=1.0, beta=0.7, gamma=0.4, delta=2.0)
+    env.reset(options={"start": 0})
+    rng = np.random.default_rng(1)
+    navs, logs, costs, rewards = [env.nav], [], [], []
+    for _ in range(45):
+        _, reward, *_, info = env.step(rng.random(4))
+        logs.append(math.log(info["nav"] / navs[-1]))
+        costs.append(info["cost"] / navs[-1])
+        navs.append(info["nav"])
+        rewards.append(reward)
+    vol = pd.Series(logs).rolling(20, min_periods=2).std().fillna(0.0).to_numpy()
+    peak = np.maximum.accumulate(navs)[1:]
+    expected = np.array(logs) - 0.7 * vol - 0.4 * (1 - np.array(navs[1:]) / peak) - 2.0 * np.array(costs)
+    np.testing.assert_allclose(rewards, expected, rtol=0, atol=1e-12)
+
+
+def test_dsr_reward_over_a_long_run_matches_the_recursion():
+    eta = 0.05
+    env = _random_env("dsr", dsr_eta=eta)
+    env.reset(options={"start": 0})
+    rng = np.random.default_rng(2)
+    a = b = 0.0
+    nav = env.nav
+    for _ in range(50):
+        _, reward, *_, info = env.step(rng.random(4))
+        r = info["nav"] / nav - 1
+        var = b - a * a
+        expected = 0.0 if var <= 1e-12 else (b * (r - a) - 0.5 * a * (r * r - b)) / var**1.5
+        assert reward == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        a, b, nav = a + eta * (r - a), b + eta * (r * r - b), info["nav"]
+
+
+def test_slippage_follows_the_square_root_law():
+    """Quadrupling a trade quadruples its fee and multiplies its slippage by 8 (rate doubles)."""
+    prices = np.full((3, 1), 100.0)
+    feats = np.zeros((3, 1, 1), dtype=np.float32)
+    out = []
+    for nav in (1e6, 4e6):
+        env = CryptoHedgeFundEnv(prices, feats, 0.001, volume=np.full((3, 1), 5e8), slippage_costs=0.0005,
+                                 window=1, max_weight=1.0, initial_nav=nav)
+        env.reset(options={"start": 0})
+        out.append(env.step(np.array([0.5, 0.5]))[4])
+    assert out[1]["fee"] == pytest.approx(4 * out[0]["fee"], rel=1e-12)
+    assert out[1]["slippage"] == pytest.approx(8 * out[0]["slippage"], rel=1e-12)
+    # 1% of ADV (5e6) traded -> slippage rate = the quoted 5 bps.
+    env = CryptoHedgeFundEnv(prices, feats, 0.0, volume=np.full((3, 1), 5e8), slippage_costs=0.0005,
+                             window=1, max_weight=1.0, initial_nav=1e7)
+    env.reset(options={"start": 0})
+    assert env.step(np.array([0.5, 0.5]))[4]["slippage"] == pytest.approx(5e6 * 0.0005, rel=1e-12)
+
+
+def test_drawdown_control_fires_on_realised_volatility():
+    prices = np.array([[100.0], [110.0], [95.0], [105.0], [105.0], [105.0]])
+    feats = np.zeros((6, 1, 1), dtype=np.float32)
+    env = CryptoHedgeFundEnv(prices, feats, 0.0, window=1, max_weight=1.0, drawdown_control=True,
+                             dd_threshold=1.0, dd_vol_threshold=0.5, dd_scale=0.25)
+    env.reset(options={"start": 0})
+    logs, fired = [], []
+    for k in range(5):
+        info = env.step(np.array([1.0, 0.0]))[4]
+        vol = float(np.std(logs, ddof=1)) * math.sqrt(365) if len(logs) >= 2 else 0.0
+        assert info["target_weights"][0] == pytest.approx(0.25 if vol > 0.5 else 1.0), k
+        assert ("drawdown_control" in info["interventions"]) == (vol > 0.5)
+        fired.append(vol > 0.5)
+        logs.append(info["log_return"])
+    assert fired == [False, False, True, True, True]
