@@ -7,7 +7,8 @@ It follows the gymnasium ``VectorEnv`` API with same-step autoreset
   its own generator seeded with ``s + i`` (a list of M seeds is also accepted), exactly as a
   ``CryptoHedgeFundEnv`` reset with seed ``s + i`` would, so the batched env reproduces M single
   envs step for step. ``options={"start": s, "end": e}`` fixes the span of every portfolio
-  (scalars, or sequences of M day indices / ISO dates), as in the single env.
+  (scalars, or sequences of M day indices / ISO dates), as in the single env; a portfolio that
+  finishes a fixed span restarts the same span.
 - ``step(actions (M, N+1))`` -> ``(obs, rewards (M,) float64, terminated (M,), truncated (M,), infos)``.
   A portfolio whose episode ends is reset in the same call: ``obs[i]`` is already the first
   observation of its next episode, ``infos["final_obs"][i]`` the last observation of the finished
