@@ -538,7 +538,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="train one run per seed into OUT/seed_<s> (local processes, or Ray with --ray-address)")
+                   help="train one run per seed into OUT/seed_<s> (local processes, or Ray with --ray-address); "
+                   "default training.seeds when --workers > 1 or --ray-address is given")
     p.add_argument("--workers", type=int, default=1, help="local processes for --seeds (default 1)")
     p.add_argument("--ray-address", default=None, help="fan --seeds out as Ray tasks on this cluster ('local' starts one)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -576,18 +577,19 @@ def main(argv: list[str] | None = None) -> int:
         overrides = overrides_from_args(args)
         cfg = load_experiment(args.config, overrides)
         out = Path(args.out)
-        if args.seeds:
+        seeds = args.seeds or (list(cfg.training.seeds) if args.ray_address or args.workers > 1 else None)
+        if seeds:
             from training.parallel import run_jobs
 
             jobs = [{"config_path": args.config, "overrides": {**overrides, "training.seed": s},
                      "out": str(out / f"seed_{s}"), "source": args.source, "data_dir": args.data_dir}
-                    for s in args.seeds]
+                    for s in seeds]
             print(f"training {len(jobs)} seeds of {cfg.algo} into {out}/seed_*", flush=True)
             results = run_jobs(train_seed_job, jobs, workers=args.workers, ray_address=args.ray_address)
-            for s, m in zip(args.seeds, results):
+            for s, m in zip(seeds, results):
                 print(f"seed {s}: {_summary_line(m)}")
             sharpes = [m["sharpe"] for m in results]
-            write_json(out / "seeds.json", {"seeds": args.seeds, "sharpe": sharpes, "results": results})
+            write_json(out / "seeds.json", {"seeds": seeds, "sharpe": sharpes, "results": results})
             print(f"mean validation Sharpe {np.mean(sharpes):.2f} ± {np.std(sharpes):.2f} over {len(sharpes)} seeds")
             return 0
         source_label = args.source or cfg.data.source
