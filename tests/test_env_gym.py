@@ -24,8 +24,8 @@ def small_env(**cfg) -> CryptoHedgeFundEnv:
 def test_gymnasium_check_env_passes():
     from gymnasium.utils.env_checker import check_env
 
-    for reward in ("log_return", "dsr", "risk_adjusted"):
-        env = small_env(reward=reward, episode_length=20, drawdown_control=True)
+    for reward, margin in (("log_return", False), ("dsr", False), ("risk_adjusted", False), ("dsr", True)):
+        env = small_env(reward=reward, episode_length=20, drawdown_control=True, margin=margin)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # infinite Box bounds and no render modes are intended
             check_env(env, skip_render_check=True)
