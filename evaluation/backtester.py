@@ -179,7 +179,8 @@ def run_benchmarks(
         cfg = benchmark_env_config(env_cfg, bench.buy_and_hold)
         env = CryptoHedgeFundEnv.from_store(store, cfg, start, end, costs_bps)
         policy = BenchmarkPolicy(name, store, rf_daily, eval_cfg, cfg.max_weight)
-        results.append(run_episode(env, policy, name, bench.label))
+        label = f"{eval_cfg.momentum_days}-day momentum" if name == "momentum" else bench.label
+        results.append(run_episode(env, policy, name, label))
     return results
 
 
