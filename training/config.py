@@ -28,6 +28,8 @@ ALGOS: tuple[str, ...] = ("ppo", "sac", "ddpg", "forecaster")
 SECTIONS: tuple[str, ...] = ("data", "env", "agent", "training")
 PASSTHROUGH_SECTIONS: tuple[str, ...] = ("evaluation", "deployment")
 CONFIG_VERSION = 1
+#: Agent config fields filled in by the training layer (env.window, the store's feature count, training.seed).
+DERIVED_AGENT_KEYS: tuple[str, ...] = ("window", "n_features", "seed")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart.yaml"
 
@@ -199,6 +201,10 @@ def from_raw(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
         if params is not None and not isinstance(params, dict):
             raise DataError(f"agent.{algo} must be a mapping of hyper-parameters")
     agent = {algo: dict(params or {}) for algo, params in agent_raw.items()}
+    for algo, params in agent.items():
+        for key in DERIVED_AGENT_KEYS:
+            if key in params:
+                raise DataError(f"agent.{algo}.{key} is set from the env/training sections; remove it from the agent section")
     if training.algo not in ALGOS:
         raise DataError(f"unknown algorithm '{training.algo}'; expected one of {', '.join(ALGOS)}")
     validate_agent_params(training.algo, agent.get(training.algo, {}))

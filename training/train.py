@@ -162,8 +162,6 @@ def agent_kwargs(cfg: ExperimentConfig, n_features: int) -> dict[str, Any]:
     params = cfg.agent_params()
     names = {f.name for f in dataclasses.fields(agent_config_class(cfg.algo))}
     for key, value in (("window", cfg.env.window), ("n_features", n_features), ("seed", cfg.training.seed)):
-        if key in params:
-            raise DataError(f"agent.{cfg.algo}.{key} is set from the env/training sections; remove it from the agent section")
         if key in names:
             params[key] = value
     return params
