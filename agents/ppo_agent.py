@@ -257,11 +257,13 @@ class PPOAgent:
               callback: Callable[[int, dict[str, float]], Any] | None = None) -> dict[str, float]:
         """Train until ``global_step`` (env decisions, summed over the batch) reaches ``total_timesteps``.
 
-        A later call continues with the same env (its observations are kept), so ``train(env, 2k)``
-        equals a ``train(env, 2k)`` stopped at 1k (``callback`` returning ``False`` stops after that update)
-        and resumed with ``train(env, 2k)``: ``total_timesteps`` is also the learning-rate annealing horizon.
-        ``callback(global_step, metrics)`` runs after every update; metrics hold the losses, approx_kl, clipfrac, explained_variance, learning_rate,
-        ``episode_return`` (mean of recently finished episodes) and ``samples_per_s``. Returns the last metrics.
+        ``total_timesteps`` is also the learning-rate annealing horizon. ``callback(global_step, metrics)``
+        runs after every update; returning ``False`` stops training after that update. A later call
+        continues with the same env (its observations are kept), so a ``train(env, 2k)`` stopped at 1k
+        and resumed with ``train(env, 2k)`` (or via ``save_checkpoint``/``load_checkpoint``) equals one
+        uninterrupted ``train(env, 2k)``. Metrics: policy_loss, value_loss, entropy, approx_kl, clipfrac,
+        explained_variance, epochs, learning_rate, ``episode_return`` (mean raw return of recently finished
+        episodes) and ``samples_per_s``. Returns the last metrics.
         """
         c, venv = self.config, as_batched_env(env)
         m = venv.num_envs

@@ -200,7 +200,10 @@ def _run_with_attention(encoder: nn.TransformerEncoder, x: torch.Tensor) -> tupl
 class PolicyModule(nn.Module):
     """Deterministic policy: obs float32 (B, obs_dim) -> weights float32 (B, N+1) on the simplex.
 
-    Masked assets get exactly 0; cash is never masked. Export-friendly (trace / ONNX opset 17).
+    Masked assets get exactly 0; cash is never masked. Export-friendly: trace it under
+    ``torch.no_grad()`` (in eval mode PyTorch's fused Transformer fast path runs only without grad, so a
+    trace taken with grad enabled fails ``torch.jit.trace``'s re-run check); ONNX opset 17 via the
+    TorchScript exporter (``dynamo=False``; the dynamo exporter needs ``onnxscript``).
     """
 
     def __init__(self, net: TransformerActorCritic) -> None:
