@@ -272,5 +272,7 @@ def window_dataset(out_dir: str | os.PathLike, window: int, batch_size: int, shu
     ds = tf.data.Dataset.range(lo, hi + 1)
     if shuffle:
         ds = ds.shuffle(hi - lo + 1, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # A sequential map: a slice is cheap, and on a few busy cores a parallel map's thread hand-offs cost
+    # more than they save (measured in benchmarks/bench_features.py); prefetch overlaps it with the consumer.
+    ds = ds.map(sample)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
