@@ -199,6 +199,22 @@ def torch_policy_from_run(policy_path: str | os.PathLike, config_path: str | os.
         raise DataError(str(err)) from None
 
 
+def hold_closed(policy: np.ndarray, current: np.ndarray, tradable: np.ndarray) -> np.ndarray:
+    """Executable target weights (N+1,): an asset that cannot trade now (``tradable`` False, (N,)) keeps
+    its current weight, and the tradable assets plus cash share the rest of NAV in the policy's
+    proportions (the environment's rule). All cash if the policy puts nothing on tradable slots."""
+    keep = np.concatenate([~tradable, [False]])
+    out = np.where(keep, np.maximum(current, 0.0), 0.0)
+    rest = max(0.0, 1.0 - float(out.sum()))
+    free = np.where(keep, 0.0, policy)
+    total = float(free.sum())
+    if total > 0:
+        out = out + free * (rest / total)
+    else:
+        out[-1] += rest
+    return out
+
+
 # -- the deployed fund -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -396,6 +412,9 @@ class DeployedCryptoHedgeFund:
                  last_returns: Any = None, as_of: str | None = None) -> Allocation:
         """Weights by ticker after the risk layer for one decision.
 
+        Assets closed at this decision (tradable flag 0) keep their current weight (``hold_closed``);
+        the risk layer then applies to the executable target.
+
         Give exactly one of ``observation`` (obs_dim,) or ``ohlcv`` (see ``observation_from_ohlcv``).
         ``current_weights`` (N+1,) or ``{ticker: w}`` (OHLCV mode; in observation mode they are part of
         the observation). ``last_returns`` (N,) or ``{ticker: r}``: the assets' latest one-day simple
@@ -411,8 +430,9 @@ class DeployedCryptoHedgeFund:
             obs, derived = self.observation_from_ohlcv(ohlcv, current_weights, as_of)
             returns = derived if returns is None else returns
         raw = self.predict(obs[None])[0].astype(np.float64)
-        feats, cur, _ = lay.split_numpy(obs)
-        res = apply_risk(raw, self.spec.categories, self.spec.tickers, self.risk, returns, cur[0])
+        feats, cur, mask = lay.split_numpy(obs)
+        target = hold_closed(raw, cur[0].astype(np.float64), mask[0] > 0.5)
+        res = apply_risk(target, self.spec.categories, self.spec.tickers, self.risk, returns, cur[0])
         keys = (*self.spec.tickers, CASH)
         latest = feats[0, -1]  # (N, F)
         rows = latest[np.any(latest != 0.0, axis=1)]

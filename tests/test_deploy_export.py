@@ -208,9 +208,16 @@ def test_ohlcv_input_reproduces_training_features(exported):
         fund.allocate(ohlcv={**bars, "DOGE-USD": bars["BTC-USD"]}, as_of=as_of)
 
 
-def test_export_cli_bad_input(tmp_path):
-    res = run_cli("deployment/model_export.py", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "x"))
-    assert res.returncode == 2 and res.stderr.startswith("error: run directory") and "Traceback" not in res.stderr
+def test_export_cli_bad_input(tmp_path, capsys):
+    from deployment.model_export import main
+
+    assert main(["--run", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: run directory '{tmp_path / 'nope'}' does not exist\n"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "policy.pth").write_bytes(b"")
+    assert main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "x")]) == 2
+    assert "has no config.json" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
@@ -241,3 +248,12 @@ def test_lstm_actor_tf_and_onnx_parity(algo, real_obs, tmp_path):
     export_onnx(module, torch.from_numpy(real_obs[:2]), tmp_path / "p.onnx", {"algo": algo})
     sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
     assert np.abs(sess.run(None, {"obs": real_obs})[0] - ref).max() < 1e-5
+
+
+def test_parity_failure_writes_nothing(exported, tmp_path):
+    """Above the tolerance the export raises (CLI: exit 1) and leaves no output folder behind."""
+    from deployment.model_export import ParityError, export_run
+
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        export_run(str(exported / "run"), str(tmp_path / "out"), n_obs=8, tolerance=1e-12)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))

@@ -198,3 +198,13 @@ def test_reference_round_trip_keeps_ties_in_their_bin():
     sample = np.where(rng.random((3000, 1)) < 0.5, c, rng.standard_normal((3000, 1))).astype(np.float32)
     ref = DriftReference.from_dict(json.loads(json.dumps(DriftReference.from_sample(sample[:2000]).to_dict())), 1)
     assert psi(sample[2000:], ref)[0] < 0.05
+
+
+def test_hold_closed_keeps_current_weight_of_closed_assets():
+    from deployment.deployed_fund import hold_closed
+
+    policy = np.array([0.5, 0.3, 0.0, 0.2])  # asset 2 closed: the policy gave it 0
+    current = np.array([0.1, 0.1, 0.4, 0.4])
+    got = hold_closed(policy, current, np.array([True, True, False]))
+    np.testing.assert_allclose(got, [0.3, 0.18, 0.4, 0.12])  # 60 % of NAV shared 5:3:2
+    np.testing.assert_allclose(hold_closed(policy, current, np.ones(3, bool)), policy)
