@@ -173,6 +173,8 @@ def run_benchmarks(
     chosen = names or eval_cfg.benchmarks or list(BENCHMARKS)
     if "btc_bh" in chosen and "BTC-USD" not in store.tickers:
         chosen = [c for c in chosen if c != "btc_bh"]
+    if not chosen:
+        raise DataError("no benchmark can run on this universe (BTC buy & hold needs BTC-USD)")
     results = []
     for name in chosen:
         bench = BENCHMARKS[name]
