@@ -149,7 +149,10 @@ print(f"{total_timesteps} env steps per run, {n_envs} envs, window {window}, see
 # `run_variant(algo, reward, cost_scale, seed)` trains one variant into its own run directory and caches
 # the result, so a variant shared by two studies (the baseline) is trained once. Each record holds the
 # validation learning curve (step 0 = the untrained network, then every `eval_every` steps), the
-# per-episode training curve (`curves.csv`) and the validation return series.
+# per-episode training curve (`curves.csv`) and the validation return series. Figures show, left to
+# right: the validation Sharpe along training (mean over seeds, band = min..max), the Sharpe ratio of the
+# training episodes (paired across variants: the same seed trains every variant on the same episode
+# spans, so the shared ups and downs are the market), and the validation NAV of the seed ensemble.
 
 # %%
 RUN_ROOT = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="ablation_"))
@@ -242,14 +245,19 @@ def plot_validation_curves(groups: dict[str, list[dict]], title: str, ax) -> Non
     ax.legend(fontsize=8)
 
 
-def plot_training_curves(groups: dict[str, list[dict]], title: str, ax, smooth: int = 10) -> None:
-    """Rolling mean of the training episodes' Sharpe ratio (reward-agnostic) against env steps."""
+def plot_training_curves(groups: dict[str, list[dict]], title: str, ax) -> None:
+    """Mean Sharpe ratio (reward-agnostic) of the training episodes that ended at each env step.
+
+    The curves are paired: with the same seed every variant is trained on the same episode spans, so the
+    common ups and downs are the market and the gap between two lines at one step is the variant's effect.
+    """
     for label, runs in groups.items():
-        ep = pd.concat([r["curves"] for r in runs]).sort_values("timestep")
+        ep = pd.concat([r["curves"] for r in runs])
         if len(ep):
-            ax.plot(ep["timestep"], ep["sharpe"].rolling(smooth, min_periods=1).mean(), label=label)
+            per_step = ep.groupby("timestep")["sharpe"].mean()
+            ax.plot(per_step.index, per_step.to_numpy(), marker="o", ms=3, label=label)
     ax.set_xlabel("env steps")
-    ax.set_ylabel(f"training-episode Sharpe ({smooth}-episode mean)")
+    ax.set_ylabel("training-episode Sharpe (mean)")
     ax.set_title(title)
     ax.legend(fontsize=8)
 
@@ -262,6 +270,7 @@ def plot_equity(groups: dict[str, list[dict]], title: str, ax, extra: dict[str, 
     for label, (dates, r) in (extra or {}).items():
         ax.plot(pd.to_datetime(dates), pm.equity_curve(r), "k--", lw=1, label=label)
     ax.set_ylabel("NAV (start = 1)")
+    ax.tick_params(axis="x", labelrotation=30)
     ax.set_title(title)
     ax.legend(fontsize=8)
 
