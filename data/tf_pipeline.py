@@ -243,8 +243,8 @@ def window_dataset(out_dir: str | os.PathLike, window: int, batch_size: int, shu
     - ``day``      int64 [B]: t, the row index in the store
 
     The shards are read once (when the dataset is built) through tf.data into one tensor; each
-    window is a slice of it, batched by tf.data (no per-window copies on disk). Deterministic for a ``seed``; reshuffled each epoch. Hand the
-    batches to PyTorch with ``ds.as_numpy_iterator()``.
+    window is a slice of it, batched by tf.data (no per-window copies on disk). Deterministic for a
+    ``seed``; reshuffled each epoch. Hand the batches to PyTorch with ``ds.as_numpy_iterator()``.
     """
     import tensorflow as tf
 
