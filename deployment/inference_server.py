@@ -141,12 +141,14 @@ class ServingApp:
         for name in registry.versions:
             self.load(name)
 
+    def _open(self, name: str, path: Path) -> VersionState:
+        fund = DeployedCryptoHedgeFund.from_export(path, self.cfg.backend, risk=self.cfg.risk,
+                                                   max_stale_days=self.cfg.max_stale_days)
+        return VersionState(name, fund, self.cfg.drift, path)
+
     def load(self, name: str) -> VersionState:
         if name not in self.versions:
-            path = self.registry.path_of(name)
-            fund = DeployedCryptoHedgeFund.from_export(path, self.cfg.backend, risk=self.cfg.risk,
-                                                       max_stale_days=self.cfg.max_stale_days)
-            self.versions[name] = VersionState(name, fund, self.cfg.drift, path)
+            self.versions[name] = self._open(name, self.registry.path_of(name))
         return self.versions[name]
 
     # -- handlers (plain Python; FastAPI glue below) ----------------------------------------------------
@@ -214,11 +216,16 @@ class ServingApp:
                 name, path = body.get("name"), body.get("path")
                 if not isinstance(name, str) or not isinstance(path, str):
                     raise HTTPError(400, "register needs {\"name\": str, \"path\": export dir}")
-                self.registry.register(name, path)
-                try:
-                    self.load(name)
+                if name in self.registry.versions:
+                    raise HTTPError(409, f"version '{name}' is already registered")
+                if not Path(path).is_dir():
+                    raise HTTPError(422, f"export directory '{path}' does not exist")
+                try:  # load first: a version that cannot serve is never registered
+                    vs = self._open(name, Path(path).resolve())
                 except DataError as err:
                     raise HTTPError(422, f"export '{path}' cannot be served: {err}") from None
+                self.registry.register(name, path)
+                self.versions[name] = vs
             elif action == "activate":
                 self.registry.activate(str(body.get("version")))
             elif action == "rollback":

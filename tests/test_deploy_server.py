@@ -222,7 +222,12 @@ def test_registry_activate_and_rollback(server, obs_batch):
     r = c.post("/v1/registry/activate", json={"version": "v9"})
     assert r.status_code == 404 and "unknown model version 'v9'" in r.json()["error"]
     r = c.post("/v1/registry/versions", json={"name": "v3", "path": str(base / "missing")})
-    assert r.status_code == 409 and "does not exist" in r.json()["error"]
+    assert r.status_code == 422 and "does not exist" in r.json()["error"]
+    r = c.post("/v1/registry/versions", json={"name": "v3", "path": str(base / "run_a")})  # no policy.onnx
+    assert r.status_code == 422 and "cannot be served" in r.json()["error"]
+    r = c.post("/v1/registry/versions", json={"name": "v2", "path": str(base / "export_a")})
+    assert r.status_code == 409 and "already registered" in r.json()["error"]
+    assert set(c.get("/v1/registry").json()["versions"]) == {"v1", "v2"}
 
 
 def test_ab_split_proportions_and_counters(server, obs_batch):
