@@ -154,7 +154,8 @@ class StepOutcome(NamedTuple):
     ``target`` (M, N+1) post-trade weights; ``fee``/``slippage`` currency; ``turnover`` sum of
     |risky weight change| (fraction of NAV); ``log_return`` log(NAV_{t+1}/NAV_t); ``drawdown`` 1 - NAV/peak; ``gross_leverage`` sum |risky
     weights| after drift; ``terminated`` liquidation or bankruptcy. Interventions, bool (M,) or
-    None where the feature is off: ``capped``, ``dd_active``, ``liquidated``, ``bankrupt``. ``flags()`` packs
+    None where the feature is off: ``capped``, ``dd_active``, ``liquidated``, ``bankrupt``.
+    ``flags()`` packs
     them into bits, ``interventions(i)`` names those of portfolio i.
     """
 
@@ -254,8 +255,10 @@ def target_weights(
     np.minimum(risky, max_weight, out=risky)
     if held is not None:
         risky += held
-    cash = 1.0 - _sum(risky, 1)
-    target[:, n] = np.maximum(cash, 0.0) if leverage == 1.0 else cash  # long-only: no -1e-16 rounding
+    if leverage == 1.0:  # long-only: clip the -1e-16 a rounded sum can leave
+        np.maximum(1.0 - _sum(risky, 1), 0.0, out=target[:, n])
+    else:
+        np.subtract(1.0, _sum(risky, 1), out=target[:, n])
     return target, capped
 
 
@@ -270,7 +273,8 @@ def step_portfolios(
     n = market.fee_rate.shape[0]
     nav = state.nav
     weights = state.weights
-    if t.shape[0] == 1:  # a slice is a view: cheaper than a gather for the single env
+    single = t.shape[0] == 1
+    if single:  # a slice is a view: cheaper than a gather for the single env
         day = int(t[0])
         rows, any_closed = market.day_rows[day : day + 1], market.any_closed[day]
     else:
@@ -312,16 +316,16 @@ def step_portfolios(
         holdings[:, n] *= 1.0 + cfg.cash_rate / DAYS_PER_YEAR
     nav_new = _sum(holdings, 1)
 
-    terminated = nav_new <= 0  # bankruptcy
+    terminated = nav_new <= 0.0  # bankruptcy
     if cfg.margin:
         gross_notional = _sum(np.abs(holdings[:, :n]), 1)
         liquidated = ~terminated & (nav_new < cfg.maintenance_margin * gross_notional)
         nav_new = nav_new - liquidated * (cfg.liquidation_penalty * gross_notional)
-        bankrupt = nav_new <= 0
+        bankrupt = nav_new <= 0.0
         terminated = liquidated | bankrupt
     else:
         liquidated, bankrupt = None, terminated
-    if terminated.any():
+    if terminated[0] if single else terminated.any():
         nav_new = np.maximum(nav_new, 0.0)
         weights_new = holdings / np.where(terminated, 1.0, nav_new)[:, None]
         weights_new[terminated] = 0.0
@@ -356,9 +360,8 @@ def step_portfolios(
         reward = reward - cfg.concentration_penalty * _sum(risky * risky, 1)
 
     new_state = PortfolioState(nav_new, weights_new, peak, log_returns, n_returns, dsr_a, dsr_b)
-    outcome = StepOutcome(
-        reward=reward, target=target, fee=fee, slippage=slippage, turnover=turnover, log_return=log_ret, drawdown=drawdown, gross_leverage=gross_leverage,
-        terminated=terminated, capped=capped, dd_active=active, liquidated=liquidated,
-        bankrupt=bankrupt,
+    outcome = StepOutcome(  # positional, in field order
+        reward, target, fee, slippage, turnover, log_ret, drawdown, gross_leverage, terminated, capped,
+        active, liquidated, bankrupt,
     )
     return new_state, outcome

@@ -328,7 +328,8 @@ class CryptoHedgeFundEnv(gym.Env):
         self.action_space = gym.spaces.Box(0.0, 1.0, (n + 1,), dtype=np.float32)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (core.obs_dim,), dtype=np.float32)
         self._state: PortfolioState | None = None
-        self._t = np.zeros(1, dtype=np.int64)
+        self._t = np.zeros(1, dtype=np.int64)  # the next decision day, as the kernel's (M,) = (1,) array
+        self._day = 0  # the same, as a Python int
         self._end = 0
         self._done = True
 
@@ -350,7 +351,7 @@ class CryptoHedgeFundEnv(gym.Env):
         self._state = PortfolioState.initial(
             np.array([self.config.initial_nav]), weights[None, :], self.config.vol_window
         )
-        self._t[0] = start
+        self._t[0] = self._day = start
         self._start, self._end = start, end
         self._done = False
         info = {"nav": float(self.config.initial_nav), "weights": weights.copy(), "t": start,
@@ -364,8 +365,8 @@ class CryptoHedgeFundEnv(gym.Env):
             raise RuntimeError("the episode is over; call reset() before step()")
         act = check_actions(action, (self.n_assets + 1,))
         self._state, out = step_portfolios(self._state, act[None, :], self._t, self.core.market, self.config)
-        self._t[0] += 1
-        t = int(self._t[0])
+        t = self._day = self._day + 1
+        self._t[0] = t
         terminated = bool(out.terminated[0])
         truncated = (t >= self._end) and not terminated
         self._done = terminated or truncated
@@ -398,7 +399,7 @@ class CryptoHedgeFundEnv(gym.Env):
     @property
     def day(self) -> int:
         """Index of the day of the next decision."""
-        return int(self._t[0])
+        return self._day
 
 
 def core_from_store(
