@@ -477,7 +477,7 @@ base_key = (baseline["algo"], baseline["reward"], float(baseline["cost_scale"]))
 
 
 def ensemble(algo: str, reward: str, cost_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    runs = [RUNS[(algo, reward, float(cost_scale), int(s))] for s in seeds]
+    runs = [run_variant(algo, reward, cost_scale, s) for s in seeds]  # cached: trains only a missing baseline
     return np.mean([r["returns"] for r in runs], axis=0), runs[0]["risk_free"]
 
 
