@@ -266,3 +266,16 @@ def test_drift_trigger_writes_retrain_request(server, obs_batch):
     payload = json.loads(req.read_text())
     assert payload["worst_psi"] > 3.0 and payload["worst_feature"] in json.loads(
         (server["base"] / "export_a" / "manifest.json").read_text())["feature_names"]
+
+
+def test_server_cli_bad_input(tmp_path, capsys):
+    from deployment.inference_server import main
+
+    assert main(["--model", str(tmp_path / "nope")]) == 2
+    assert "is not an export directory" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("deployment:\n  risk:\n    breaker_scale: 2.0\n")
+    assert main(["--model", str(tmp_path), "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert capsys.readouterr().err == "error: risk setting breaker_scale must lie in [0, 1], got 2.0\n"
+    (tmp_path / "typo.yaml").write_text("deployment:\n  max_body: 5\n")
+    assert main(["--model", str(tmp_path), "--config", str(tmp_path / "typo.yaml")]) == 2
+    assert "unknown key 'max_body' in deployment" in capsys.readouterr().err
