@@ -41,7 +41,15 @@ Info (``step``)
     ``nav`` (currency, after the step), ``weights`` (N + 1,) after drift, ``target_weights`` (N + 1,)
     post-trade, ``cost`` = ``fee`` + ``slippage`` (currency), ``turnover`` (sum |risky weight change|),
     ``drawdown`` (1 - NAV / peak), ``gross_leverage`` (sum |risky weights|), ``log_return``,
-    ``interventions`` (list of str: weight_cap, drawdown_control, liquidation, bankruptcy), ``t`` (the new day's index) and ``date`` (ISO string, when dates are known).
+    ``interventions`` (list of str: weight_cap, drawdown_control, liquidation, bankruptcy), ``t``
+    (the new day's index) and ``date`` (ISO string, when dates are known). Holding a closed asset
+    is the rule above, not an intervention.
+
+Backtests
+    Step a fixed span with weight actions:
+    ``obs, info = env.reset(options={"start": "2023-01-01", "end": "2023-12-31"})``, then
+    ``env.step(w)`` until ``terminated or truncated``, reading ``info["nav"]`` etc.; ``env.core``
+    holds the arrays (``first``, ``last``, ``dates``, ``features``, ``market``).
 """
 
 from __future__ import annotations
