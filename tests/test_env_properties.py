@@ -28,10 +28,17 @@ def market_env(seed: int, **cfg) -> tuple:
 
 
 @SETTINGS
-@given(seed=st.integers(0, 10_000), actions=scores(30), cap=st.sampled_from([0.3, 0.5, 1.0]))
-def test_zero_costs_nav_equals_value_of_holdings(seed, actions, cap):
-    """Frictionless: NAV after each step is the value of the shares bought at t's close, at t+1's close."""
-    store, env = market_env(seed, cost_scale=0.0, max_weight=cap)
+@given(seed=st.integers(0, 10_000), actions=scores(30), cap=st.sampled_from([0.3, 0.5, 1.0]),
+       leverage=st.sampled_from([1.0, 1.5, 3.0]))
+def test_zero_costs_nav_equals_value_of_holdings(seed, actions, cap, leverage):
+    """Frictionless: NAV after each step is the value of the shares bought at t's close, at t+1's close.
+
+    With margin (leverage > 1) the cash leg is a loan (negative cash, no interest here) and gross
+    exposure stays within the leverage limit.
+    """
+    margin = {"margin": True, "max_leverage": leverage, "maintenance_margin": 0.0, "borrow_rate": 0.0} \
+        if leverage > 1 else {}
+    store, env = market_env(seed, cost_scale=0.0, max_weight=cap * leverage, **margin)
     env.reset(options={"start": 10})
     nav, t = env.nav, 10
     for action in actions:
@@ -43,6 +50,8 @@ def test_zero_costs_nav_equals_value_of_holdings(seed, actions, cap):
         shares = target[:-1] * nav / price_now
         assert np.all(shares[~store.listed[t]] == 0)  # nothing is ever held in an unlisted asset
         value = float(shares @ price_next + target[-1] * nav)
+        assert abs(target.sum() - 1) < 1e-12 and np.all(target[:-1] >= 0)
+        assert target[:-1].sum() <= leverage + 1e-12
         np.testing.assert_allclose(info["nav"], value, rtol=1e-12)
         np.testing.assert_allclose(info["weights"][:-1], shares * price_next / value, atol=1e-12)
         nav, t = info["nav"], t + 1
