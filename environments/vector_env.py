@@ -11,8 +11,8 @@ It follows the gymnasium ``VectorEnv`` API with same-step autoreset
   finishes a fixed span restarts the same span.
 - ``step(actions (M, N+1))`` -> ``(obs, rewards (M,) float64, terminated (M,), truncated (M,), infos)``.
   A portfolio whose episode ends is reset in the same call: ``obs[i]`` is already the first
-  observation of its next episode, ``infos["final_obs"][i]`` the last observation of the finished
-  one (rows with ``infos["_final_obs"][i] == False`` are meaningless). Episode returns and lengths
+  observation of its next episode and ``infos["final_obs"][i]`` ((M, obs_dim) float32; rows where
+  ``infos["_final_obs"][i]`` is False are zeros) the last observation of the finished one. Episode returns and lengths
   come from gymnasium's ``gymnasium.wrappers.vector.RecordEpisodeStatistics``, which works on it.
 - ``infos`` of ``step`` describe the step just taken (before any reset), one (M,)-array per key:
   ``nav``, ``cost``, ``fee``, ``slippage``, ``turnover``, ``drawdown``, ``gross_leverage``,
@@ -153,10 +153,11 @@ class BatchedHedgeFundEnv(VectorEnv):
         obs = self.core.observations(self._t, self._state.weights)
         done = terminated | truncated
         if done.any():
-            infos["final_obs"] = obs.copy()
-            infos["_final_obs"] = done
-            self._spans(done)
             rows = np.flatnonzero(done)
+            final = np.zeros_like(obs)  # calloc'd: only the finished rows are written
+            final[rows] = obs[rows]
+            infos["final_obs"], infos["_final_obs"] = final, done
+            self._spans(done)
             obs[rows] = self.core.observations(self._t[rows], self._state.weights[rows])
         return obs, out.reward, terminated, truncated, infos
 

@@ -151,6 +151,7 @@ def test_batched_env_equals_single_envs_step_for_step(reward):
                 finished += 1
                 np.testing.assert_array_equal(info_b["final_obs"][i], obs)
                 assert info_b["_final_obs"][i]
+                assert not info_b["final_obs"][~info_b["_final_obs"]].any()  # unfinished rows are zeros
                 obs, _ = env.reset()
             np.testing.assert_array_equal(obs_b[i], obs)
     assert finished >= 6
