@@ -127,18 +127,22 @@ def test_from_store_span_and_too_short_data():
         CryptoHedgeFundEnv.from_store(store, EnvConfig(window=6))
 
 
-@pytest.mark.parametrize("reward", ["log_return", "dsr", "risk_adjusted"])
-def test_batched_env_equals_single_envs_step_for_step(reward):
+@pytest.mark.parametrize("reward,margin", [("log_return", False), ("dsr", False), ("risk_adjusted", False),
+                                           ("log_return", True)])
+def test_batched_env_equals_single_envs_step_for_step(reward, margin):
     m = 3
     cfg = {"episode_length": 12, "reward": reward, "drawdown_control": True, "dd_threshold": 0.02,
            "max_weight": 0.4, "concentration_penalty": 0.01}
+    if margin:  # 3x with a high maintenance margin: some portfolios get liquidated
+        cfg.update(margin=True, max_leverage=3.0, max_weight=1.5, maintenance_margin=0.6, borrow_rate=0.1,
+                   drawdown_control=False)
     singles = [small_env(**cfg) for _ in range(m)]
     venv = BatchedHedgeFundEnv.like(singles[0], m)
     obs_b, _ = venv.reset(seed=11)
     obs_s = [env.reset(seed=11 + i)[0] for i, env in enumerate(singles)]
     np.testing.assert_array_equal(obs_b, np.stack(obs_s))
     rng = np.random.default_rng(0)
-    finished = 0
+    finished = liquidations = 0
     for _ in range(40):
         actions = rng.random((m, 5)) * (rng.random((m, 5)) > 0.3)
         obs_b, rew_b, term_b, trunc_b, info_b = venv.step(actions)
@@ -147,6 +151,7 @@ def test_batched_env_equals_single_envs_step_for_step(reward):
             assert rew_b[i] == rew and term_b[i] == term and trunc_b[i] == trunc
             assert info_b["nav"][i] == info["nav"] and info_b["cost"][i] == info["cost"]
             np.testing.assert_array_equal(info_b["weights"][i], info["weights"])
+            liquidations += "liquidation" in info["interventions"]
             if term or trunc:
                 finished += 1
                 np.testing.assert_array_equal(info_b["final_obs"][i], obs)
@@ -155,6 +160,8 @@ def test_batched_env_equals_single_envs_step_for_step(reward):
                 obs, _ = env.reset()
             np.testing.assert_array_equal(obs_b[i], obs)
     assert finished >= 6
+    if margin:
+        assert liquidations > 0
 
 
 def test_batched_env_api_fixed_spans_and_kernel_stepping():
