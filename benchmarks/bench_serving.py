@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             proc, port = start_server(tmp / "export", backend, tmp / f"state_{backend}")
             try:
                 asyncio.run(load(port, bodies, 4, 200, 30))  # warm-up
-                for clients, n in ((1, min(500, args.requests)), (args.clients, args.requests)):
+                for clients, n in ((1, min(500, args.requests)), (4, min(1000, args.requests)),
+                                   (args.clients, args.requests)):
                     r = asyncio.run(load(port, bodies, clients, n, args.seconds))
                     r["backend"] = backend
                     rows.append(r)

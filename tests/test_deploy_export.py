@@ -223,13 +223,13 @@ def test_export_cli_bad_input(tmp_path, capsys):
 
 @pytest.mark.parametrize("algo", ["sac", "ddpg"])
 def test_lstm_actor_tf_and_onnx_parity(algo, real_obs, tmp_path):
-    """SAC/DDPG deterministic actors: the TensorFlow re-implementation and ONNX match PyTorch."""
+    """SAC/DDPG deterministic actors: the TensorFlow re-implementation, ONNX and TorchScript match PyTorch."""
     import onnxruntime as ort
 
     from agents.ddpg_agent import DDPGAgent
     from agents.sac_agent import SACAgent
     from deployment import tf_policy
-    from deployment.model_export import export_onnx
+    from deployment.model_export import export_onnx, export_torchscript
 
     lay = ObsLayout(WINDOW, 4, 82)
     agent = {"sac": SACAgent, "ddpg": DDPGAgent}[algo](lay.obs_dim, lay.action_dim, layout=lay, window=WINDOW,
@@ -248,6 +248,10 @@ def test_lstm_actor_tf_and_onnx_parity(algo, real_obs, tmp_path):
     export_onnx(module, torch.from_numpy(real_obs[:2]), tmp_path / "p.onnx", {"algo": algo})
     sess = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
     assert np.abs(sess.run(None, {"obs": real_obs})[0] - ref).max() < 1e-5
+    export_torchscript(module, torch.from_numpy(real_obs[:2]), tmp_path / "p.ts")
+    with torch.no_grad():
+        ts = torch.jit.load(str(tmp_path / "p.ts"))(torch.from_numpy(real_obs)).numpy()
+    assert np.abs(ts - ref).max() < 1e-5
 
 
 def test_parity_failure_writes_nothing(exported, tmp_path):
