@@ -118,8 +118,9 @@ for note in market.notes:
 # %% [markdown]
 # ## 1. The universe
 # Listing date = first day with a quote inside the span (an asset quoted before the span is listed from
-# its first day). Costs are the per-category defaults of `data.universe` in basis points of traded
-# notional; the environment scales slippage with trade size (square-root rule).
+# its first day). Costs are the per-category rates in basis points of traded notional (the defaults of
+# `data.universe` unless the config's `costs_bps` overrides them); the environment scales slippage with
+# trade size (square-root rule).
 
 # %%
 universe = cfg.build_universe()
