@@ -24,7 +24,7 @@ from torch import nn
 from agents.common import ObsLayout
 from agents.lstm_extractor import LSTMExtractor
 
-Batch = tuple[np.ndarray, ...]  # (features (B,W,N,F), targets (B,N)[, valid (B,N)])
+Batch = tuple[np.ndarray, ...]  # (features (B,W,N,F), targets (B,N)[, valid (B,N)]) or a tf_pipeline dict
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,13 @@ def mean_asset_rmse(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
     return torch.sqrt(mse[present] + 1e-12).mean()
 
 
-def _unpack(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def _unpack(batch: Batch | dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(features, targets[, valid]) tuples, or ``data.tf_pipeline.window_dataset`` dicts with keys
+    ``features``, ``target`` and optionally ``mask`` (used as validity; ``day`` is ignored)."""
+    if isinstance(batch, dict):
+        if "features" not in batch or "target" not in batch:
+            raise ValueError("a forecaster batch dict needs the keys 'features' and 'target'")
+        batch = (batch["features"], batch["target"]) + ((batch["mask"],) if "mask" in batch else ())
     if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
         raise ValueError("a forecaster batch must be (features, targets) or (features, targets, valid)")
     feats = torch.as_tensor(np.asarray(batch[0], np.float32))

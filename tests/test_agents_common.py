@@ -211,3 +211,9 @@ def test_forecaster_rejects_bad_batches():
         model.fit([], epochs=1)
     model.fit(lambda: [(x, y)], epochs=2)
     assert len(model.history_) == 2
+    # the dicts data.tf_pipeline.window_dataset yields (mask = validity, day ignored)
+    as_dict = {"features": x, "target": y.astype(np.float64), "mask": np.ones_like(y, bool), "day": np.arange(len(y))}
+    model.fit([as_dict], epochs=1)
+    assert model.evaluate([as_dict])["n"] == y.size
+    with pytest.raises(ValueError, match="'features' and 'target'"):
+        model.fit([{"features": x}], epochs=1)
