@@ -36,6 +36,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -61,7 +62,8 @@ LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 250, 1000)
 
 @dataclass(frozen=True)
 class ServingConfig:
-    """Server settings (YAML ``deployment`` section). ``max_body_bytes``: largest accepted request body."""
+    """Server settings (YAML ``deployment`` section). ``max_body_bytes``: largest accepted request body;
+    ``compute_threads``: allocations computed at once (worker threads; about the number of cores)."""
 
     risk: RiskConfig = field(default_factory=RiskConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
@@ -69,6 +71,7 @@ class ServingConfig:
     max_body_bytes: int = 8_000_000
     ab_seed: int = 0
     backend: str = "onnx"
+    compute_threads: int = 2
 
 
 class HTTPError(Exception):
@@ -309,12 +312,13 @@ def _num(v: float) -> str:
 
 def make_app(state: ServingApp):
     """The FastAPI application over ``state``."""
+    from anyio import CapacityLimiter, to_thread
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse, PlainTextResponse
-    from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title="DRL hedge fund allocation service", docs_url=None, redoc_url=None)
     limit = state.cfg.max_body_bytes
+    limiter = CapacityLimiter(max(1, state.cfg.compute_threads))  # more threads than cores only thrash
 
     async def read_body(request: Request) -> bytes:
         length = request.headers.get("content-length")
@@ -366,14 +370,15 @@ def make_app(state: ServingApp):
             raw = await read_body(request)
             if len(raw) % 4:
                 raise HTTPError(400, "a binary observation must be little-endian float32 (length a multiple of 4)")
-            return await run_in_threadpool(state.allocate, None, np.frombuffer(raw, dtype="<f4"))
+            return await to_thread.run_sync(state.allocate, None, np.frombuffer(raw, dtype="<f4"),
+                                            limiter=limiter)
         if ctype not in ("application/json", ""):
             raise HTTPError(415, f"content type '{ctype}' is not supported; use application/json "
                                  "or application/octet-stream")
         body = await parse_json(request)
         # The model runs in a worker thread: ONNX Runtime and torch release the GIL, so two requests
         # can compute on two cores while the event loop keeps reading bodies.
-        return await run_in_threadpool(state.allocate, body)
+        return await to_thread.run_sync(state.allocate, body, limiter=limiter)
 
     async def performance(request: Request):
         return state.performance(await parse_json(request))
@@ -441,8 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         section = load_yaml(args.config).get("deployment", {}) if args.config else {}
         cfg = from_mapping(ServingConfig, section or {}, "deployment")
         if args.backend:
-            cfg = ServingConfig(cfg.risk, cfg.drift, cfg.max_stale_days, cfg.max_body_bytes, cfg.ab_seed,
-                                args.backend)
+            cfg = dataclasses.replace(cfg, backend=args.backend)
         if not 0 < args.port < 65536:
             raise DataError(f"port must be in 1..65535, got {args.port}")
         state = build_state(args.model, args.name, cfg, args.state_dir)
