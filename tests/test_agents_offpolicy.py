@@ -141,3 +141,20 @@ def test_index_checkpoint_needs_the_env(tmp_path):
     agent.save_checkpoint(tmp_path / "c.pt")
     with pytest.raises(ValueError, match="pass the env"):
         SACAgent.load_checkpoint(tmp_path / "c.pt")
+
+
+def test_sac_log_prob_matches_torch_distributions_and_weights_are_the_masked_softmax():
+    agent = SACAgent(DriftVecEnv().obs_dim, 4, window=4, hidden=8, log_std_min=-3.0, log_std_max=1.0)
+    obs = torch.as_tensor(DriftVecEnv(num_envs=5, masked_asset=1).reset(seed=0)[0])
+    obs[::2, -3:] = torch.tensor([0.0, 1.0, 0.0])  # mask assets 0 and 2 on some rows
+    latent, weights, mask1 = agent._split(obs)
+    with torch.no_grad():
+        w, logp = agent._sample(latent, weights, mask1, torch.Generator().manual_seed(11))
+        out = agent.nets["actor"](latent, weights)[:, :-1]
+    mu, std = out[..., 0], out[..., 1].clamp(-3.0, 1.0).exp()
+    z = mu + std * torch.randn(mu.shape, generator=torch.Generator().manual_seed(11))
+    m = mask1[:, :-1]
+    dist = torch.distributions.Normal(mu, std)
+    torch.testing.assert_close(logp, (dist.log_prob(z) * m).sum(-1))
+    expected = torch.softmax(torch.cat([z, torch.zeros(5, 1)], 1).masked_fill(mask1 == 0, -torch.inf), 1)
+    torch.testing.assert_close(w, expected)

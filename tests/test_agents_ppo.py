@@ -130,3 +130,41 @@ def test_reward_scaler_tracks_the_variance_of_discounted_returns():
         if step >= 20:  # once the prior (count 1e-4, var 1) has washed out
             np.testing.assert_allclose(out, r / np.sqrt(np.var(np.concatenate(seen)) + 1e-8), rtol=1e-3)
         g[done] = 0.0
+
+
+def test_gae_matches_stable_baselines3_rollout_buffer():
+    """Independent check: SB3's RolloutBuffer computes the same advantages and returns."""
+    from gymnasium import spaces
+    from stable_baselines3.common.buffers import RolloutBuffer
+
+    rng = np.random.default_rng(0)
+    t_len, m = 12, 3
+    rewards, values = rng.normal(size=(t_len, m)), rng.normal(size=(t_len, m))
+    dones = (rng.random((t_len, m)) < 0.2).astype(float)
+    last_v = rng.normal(size=m)
+    adv, ret = gae(rewards, values, dones, last_v, gamma=0.97, lam=0.9)
+    buf = RolloutBuffer(t_len, spaces.Box(-1, 1, (2,)), spaces.Box(0, 1, (2,)), device="cpu", gae_lambda=0.9,
+                        gamma=0.97, n_envs=m)
+    for t in range(t_len):
+        starts = np.zeros(m) if t == 0 else dones[t - 1]  # SB3 marks the first step of the next episode
+        buf.add(np.zeros((m, 2)), np.zeros((m, 2)), rewards[t], starts, torch.as_tensor(values[t]), torch.zeros(m))
+    buf.compute_returns_and_advantage(torch.as_tensor(last_v), dones[-1])
+    np.testing.assert_allclose(buf.advantages, adv, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(buf.returns, ret, rtol=1e-5, atol=1e-6)
+
+
+def test_log_prob_and_entropy_match_torch_distributions_on_tradable_assets():
+    layout = ObsLayout(3, 4, 2)
+    net = TransformerActorCritic(layout, d_model=16, n_heads=2, day_layers=1, init_log_std=-0.3)
+    with torch.no_grad():
+        net.log_std.copy_(torch.tensor([-0.3, 0.1, 0.5, -1.0]))
+    logits = torch.randn(5, 5)
+    mask1 = torch.tensor([[1, 0, 1, 1, 1], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1], [1, 1, 0, 0, 1], [0, 1, 1, 1, 1.0]])
+    z = torch.randn(5, 4)
+    logp, ent = net.log_prob_entropy(logits, mask1, z)
+    dist = torch.distributions.Normal(logits[:, :4] - logits[:, 4:], net.log_std.exp())
+    m = mask1[:, :4]
+    torch.testing.assert_close(logp, (dist.log_prob(z) * m).sum(-1))
+    torch.testing.assert_close(ent, (dist.entropy() * m).sum(-1))
+    w = TransformerActorCritic.weights_from_latent(z, mask1)
+    assert torch.all(w[:, :4][m == 0] == 0) and torch.allclose(w.sum(-1), torch.ones(5))
