@@ -82,7 +82,9 @@ class OffPolicyAgent:
         self.global_step = 0
         self.n_updates = 0
         self.buffer: ObsReplayBuffer | None = None
-        self._env_obs: np.ndarray | None = None
+        self._env_obs: np.ndarray | None = None  # train(): the env's current observations (M, obs_dim)
+        self._ep_return = np.zeros(0)
+        self._recent: list[float] = []
 
     # -- to be defined by the algorithm --------------------------------------------------------------
     def _build(self) -> None:
@@ -145,6 +147,8 @@ class OffPolicyAgent:
         if self._env_obs is None or self._env_obs.shape[0] != m:
             self._env_obs = np.asarray(venv.reset(seed=c.seed)[0], np.float32)
             self._ep_return, self._recent = np.zeros(m), []
+        if self._ep_return.shape != (m,):
+            self._ep_return = np.zeros(m)
         metrics: dict[str, float] = {}
         t0, steps0, next_log = time.perf_counter(), self.global_step, self.global_step + c.log_interval
         while self.global_step < total_timesteps:
@@ -213,7 +217,7 @@ class OffPolicyAgent:
             "extra": self._extra_state(),
             "env_obs": None if self._env_obs is None else torch.as_tensor(self._env_obs),
             "ep_return": None if self._env_obs is None else torch.as_tensor(self._ep_return),
-            "recent_returns": list(getattr(self, "_recent", [])),
+            "recent_returns": list(self._recent),
             "config": dataclasses.asdict(self.config), "obs_layout": self.layout.to_dict(),
         }
 

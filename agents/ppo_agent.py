@@ -273,6 +273,8 @@ class PPOAgent:
             self._env_obs, _ = venv.reset(seed=c.seed)
             self._env_obs = np.asarray(self._env_obs, np.float32)
             self._ep_return = np.zeros(m)
+        if self._ep_return is None or self._ep_return.shape != (m,):
+            self._ep_return = np.zeros(m)
         metrics: dict[str, float] = {}
         while self.global_step < total_timesteps:
             t0 = time.perf_counter()
