@@ -39,6 +39,21 @@ SHARD_DAYS = 512
 _EPOCH = np.datetime64("1970-01-01", "D")
 
 
+def _tf():
+    """Import TensorFlow for this module (lazily; ``import data.tf_pipeline`` itself costs nothing).
+
+    Two process-wide defaults, set only if the user has not set them and effective only if TensorFlow
+    has not run an op yet: quiet C++ logs, and the pooled (BFC) CPU allocator. Without the pool every
+    [B, window, N, F] batch is a fresh ~26 MB allocation whose page faults cost more than the copy itself
+    (window batches 3-4x slower; see benchmarks/bench_features.py).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+    import tensorflow as tf
+
+    return tf
+
+
 def schema_of(n_assets: int, n_features: int) -> dict[str, dict[str, Any]]:
     """The per-example schema: for every key its proto list type, length, decoded dtype and shape."""
     n, f = n_assets, n_features
@@ -67,8 +82,7 @@ def write_store(store: FeatureStore, out_dir: str | os.PathLike, shard_days: int
     reader never sees half a store. An existing ``out_dir`` is replaced only if it is empty or holds a
     previous store (a ``manifest.json``); anything else raises ``DataError``.
     """
-    import tensorflow as tf
-
+    tf = _tf()
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).is_file())):
         raise DataError(f"output '{out}' exists and is not a feature store; choose an empty or new folder")
@@ -166,8 +180,7 @@ def parse_fn(schema: dict[str, dict[str, Any]], batched: bool = False):
     ``batched=True``: the function takes a vector [B] of serialized examples (``tf.io.parse_example``,
     much faster than one parse per day) and returns tensors with a leading B axis.
     """
-    import tensorflow as tf
-
+    tf = _tf()
     kinds = {"int64": tf.int64, "float": tf.float32, "bytes": tf.string}
     spec = {k: tf.io.FixedLenFeature([v["length"]], kinds[v["kind"]]) for k, v in schema.items()}
     lead = [-1] if batched else []
@@ -189,8 +202,7 @@ def parse_fn(schema: dict[str, dict[str, Any]], batched: bool = False):
 
 def _read_all(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, Any]:
     """Every day of the store through tf.data, decoded and stacked: ``{key: tensor (T, ...)}``."""
-    import tensorflow as tf
-
+    tf = _tf()
     paths = [str(Path(out_dir) / f) for f in manifest["files"]]
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
@@ -242,12 +254,11 @@ def window_dataset(out_dir: str | os.PathLike, window: int, batch_size: int, shu
     - ``mask``     bool [B, N]: ``tradable[t]`` (the asset can be traded at t's close)
     - ``day``      int64 [B]: t, the row index in the store
 
-    The shards are read once (when the dataset is built) through tf.data into one tensor; each
-    window is a slice of it, batched by tf.data (no per-window copies on disk). Deterministic for a
+    The shards are read once (when the dataset is built) through tf.data into one tensor; each batch
+    of windows is one gather from it (no per-window copies on disk). Deterministic for a
     ``seed``; reshuffled each epoch. Hand the batches to PyTorch with ``ds.as_numpy_iterator()``.
     """
-    import tensorflow as tf
-
+    tf = _tf()
     if target not in ("returns", "log_returns"):
         raise DataError(f"unknown target '{target}'; expected returns or log_returns")
     if window < 1 or batch_size < 1:
@@ -267,13 +278,14 @@ def window_dataset(out_dir: str | os.PathLike, window: int, batch_size: int, shu
     feats, mask = whole["features"], whole["tradable"]
     tgt = whole["returns"] if target == "returns" else tf.math.log1p(whole["returns"])
 
-    def sample(t):  # one contiguous slice per window: cheaper than a gather of B x window rows
-        return {"features": feats[t - window + 1: t + 1], "target": tgt[t], "mask": mask[t], "day": t}
+    offsets = tf.range(-window + 1, 1, dtype=tf.int64)
+
+    def gather(t):  # t: [B] sample days -> one gather of the B x window rows (a single copy)
+        return {"features": tf.gather(feats, t[:, None] + offsets[None, :]), "target": tf.gather(tgt, t),
+                "mask": tf.gather(mask, t), "day": t}
 
     ds = tf.data.Dataset.range(lo, hi + 1)
     if shuffle:
         ds = ds.shuffle(hi - lo + 1, seed=seed, reshuffle_each_iteration=True)
-    # A sequential map: a slice is cheap, and on a few busy cores a parallel map's thread hand-offs cost
-    # more than they save (measured in benchmarks/bench_features.py); prefetch overlaps it with the consumer.
-    ds = ds.map(sample)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
