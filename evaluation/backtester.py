@@ -1,7 +1,14 @@
 """Out-of-sample backtest: the trained policy and every classical benchmark through the same environment.
 
     python evaluation/backtester.py --run RUN_DIR [--run RUN_DIR2 ...] [--onnx FILE] [--start DATE]
-        [--end DATE] [--source yfinance|csv|synthetic] [--data-dir DIR] [--config CONFIG] --out REPORT_DIR
+        [--end DATE] [--source yfinance|csv|synthetic] [--data-dir DIR] [--config CONFIG] [--no-tearsheet]
+        --out REPORT_DIR
+
+Writes ``metrics.json`` and ``metrics.md`` (one row per strategy; data source, annualisation and
+risk-free rate stated; significance and allocation insights), ``tearsheet.html`` (quantstats: the agent
+against the best benchmark) and ``charts.html`` (plotly: equity, drawdowns, stacked weights, exposure
+by category). Benchmark settings come from the config's optional ``evaluation:`` section
+(``evaluation.benchmarks.EvaluationConfig``).
 
 The feature store is rebuilt from the run's config (``config.json``'s ``experiment`` record) with the
 normalisation statistics of the run's ``manifest.json`` (fitted on the training span only). The span
