@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--full-size", action="store_true", help="use the paper config as is (no STUDY_OVERRIDES)")
     p.add_argument("--out", default=str(ROOT / "runs" / "study_walk_forward"))
+    p.add_argument("--results-name", default="study_walk_forward", help="JSON name under benchmarks/results/")
     args = p.parse_args(argv)
 
     from agents.io import load_agent
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     res_dir = ROOT / "benchmarks" / "results"
     res_dir.mkdir(parents=True, exist_ok=True)
-    (res_dir / "study_walk_forward.json").write_text(json.dumps(result, indent=2, default=str))
+    (res_dir / f"{args.results_name}.json").write_text(json.dumps(result, indent=2, default=str))
     return 0
 
 
