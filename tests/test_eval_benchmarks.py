@@ -236,3 +236,30 @@ def test_benchmark_env_config_keeps_costs_and_drops_leverage():
         assert cfg.cost_scale == 2.0 and cfg.slippage == agent_cfg.slippage
     assert benchmark_env_config(EnvConfig(max_weight=0.3), False).max_weight == 0.3
     assert benchmark_env_config(EnvConfig(max_weight=0.3), True).max_weight == 1.0
+
+
+def test_allocation_insights_by_hand():
+    from types import SimpleNamespace
+
+    from evaluation.reports import allocation_insights
+
+    n_days = 60
+    dates = np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-01-01") + n_days)
+    returns = np.zeros((n_days, 3))
+    returns[30:35, 0] = [0.2, -0.2, 0.2, -0.2, 0.2]  # a burst of volatility in the risky asset
+    store = SimpleNamespace(dates=dates, categories=("growth", "hedge", "stable"), returns=returns,
+                            listed=np.ones((n_days, 3), dtype=bool))
+    days = dates[25:55]  # 30 decision days; trailing vol is high on days 31..54 (window of 20 past days)
+    weights = np.tile([0.6, 0.1, 0.2, 0.1], (30, 1))
+    # the policy holds more hedge on the three days with the highest trailing volatility
+    t = np.searchsorted(dates, days)
+    past = np.array([np.std(returns[max(k - 20, 0):k, 0:2].mean(axis=1), ddof=1) if k >= 3 else 0 for k in t])
+    top = np.argsort(-past, kind="stable")[:3]
+    weights[top] = [0.3, 0.4, 0.2, 0.1]
+    res = SimpleNamespace(label="hedger", dates=days, weights=weights)
+    ins = allocation_insights([res], store, top_fraction=0.1)
+    row = ins["rows"][0]
+    assert ins["n_volatile"] == 3
+    assert row["hedge_volatile"] == pytest.approx(0.4) and row["hedge_other"] == pytest.approx(0.1)
+    assert row["defensive_volatile"] == pytest.approx(0.3) and row["defensive_other"] == pytest.approx(0.3)
+    assert row["avg_by_category"]["hedge"] == pytest.approx((3 * 0.4 + 27 * 0.1) / 30)
