@@ -12,7 +12,10 @@ Measured in one run:
   numpy permutation. Two measures: from disk (building the dataset -- reading and decoding the shards
   -- vs ``np.load``, plus the epoch) and built once (the epoch only, dataset/arrays reused). Throughput
   in days/s (one sample = the window ending at day t), median and best of the epochs (the best is
-  the least disturbed by other processes on a shared machine), and the ratio tf.data / numpy. Goals: build < 30 s, ratio >= 0.5.
+  the least disturbed by other processes on a shared machine), and the ratio tf.data / numpy.
+  Goals: build < 30 s, ratio >= 0.5. ``data.tf_pipeline`` turns on TensorFlow's pooled CPU allocator
+  (``TF_CPU_ALLOCATOR_USE_BFC=true`` unless set); run with it set to ``false`` to see the cost of
+  page-faulting a fresh 26 MB tensor per batch.
 
 Usage: ``python benchmarks/bench_features.py [--data-dir DIR] [--epochs N]``; prints a table and
 writes ``benchmarks/results/bench_features.json``.
