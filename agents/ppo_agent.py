@@ -1,4 +1,7 @@
-"""PPO with the Transformer actor-critic, CleanRL style: config, network, rollout, GAE, update.
+"""PPO with a Transformer (default), LSTM or MLP actor-critic, CleanRL style: config, network, rollout, GAE, update.
+
+``PPOConfig.encoder`` picks the network (``agents.ppo_encoders``); the action distribution, its
+log-probability and everything below are the same for the three, so an encoder ablation holds PPO fixed.
 
 Two ways to drive it:
 
@@ -29,7 +32,6 @@ saved by ``save_checkpoint`` so that a resumed run continues bit-identically on 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import time
@@ -42,8 +44,8 @@ import torch
 from torch import nn
 
 from agents.common import ObsLayout, alr_from_weights, as_batch, as_batched_env
+from agents.ppo_encoders import ENCODERS, build_actor_critic, policy_module_of
 from agents.replay_buffer import IndexReplayBuffer, index_source
-from agents.transformer_encoder import PolicyModule, TransformerActorCritic
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class PPOConfig:
     ``index_rollout``: with an env that exposes day indices (``agents.replay_buffer.index_source``), the
     rollout stores days + weights and rebuilds each minibatch's windows (n_steps*M*(N+2) numbers instead
     of n_steps*M*obs_dim).
+    ``encoder``: ``"transformer"`` (``d_model``, ``n_heads``, ``day_layers``, ``asset_layers``,
+    ``dim_feedforward``, ``dropout``), ``"lstm"`` (hidden ``d_model``, ``lstm_layers``) or ``"mlp"`` (width
+    ``d_model``, ``mlp_layers``); see ``agents.ppo_encoders``. Configs without the key are Transformer runs.
     """
 
     learning_rate: float = 3e-4
@@ -85,10 +90,16 @@ class PPOConfig:
     dim_feedforward: int = 128
     dropout: float = 0.0
     init_log_std: float = -0.5
+    encoder: str = "transformer"
+    lstm_layers: int = 3
+    mlp_layers: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
-        positive = ("learning_rate", "n_steps", "batch_size", "n_epochs", "d_model", "n_heads", "window")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"PPOConfig.encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        positive = ("learning_rate", "n_steps", "batch_size", "n_epochs", "d_model", "n_heads", "window",
+                    "lstm_layers", "mlp_layers")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"PPOConfig.{name} must be positive, got {getattr(self, name)!r}")
@@ -153,7 +164,7 @@ def gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, last_value: 
 
 
 class PPOAgent:
-    """PPO over portfolio weights with ``TransformerActorCritic`` (see the module docstring)."""
+    """PPO over portfolio weights with the actor-critic ``config.encoder`` names (see the module docstring)."""
 
     algo = "ppo"
 
@@ -166,10 +177,7 @@ class PPOAgent:
             raise ValueError(f"action_dim {action_dim} does not match the layout's N+1 = {self.layout.action_dim}")
         with torch.random.fork_rng():
             torch.manual_seed(c.seed)
-            self.net = TransformerActorCritic(
-                self.layout, c.d_model, c.n_heads, c.day_layers, c.asset_layers, c.dim_feedforward,
-                c.dropout, c.init_log_std,
-            )
+            self.net = build_actor_critic(self.layout, c)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=c.learning_rate, eps=1e-5)
         self.gen = torch.Generator().manual_seed(c.seed)
         self.np_rng = np.random.default_rng(c.seed)
@@ -183,7 +191,7 @@ class PPOAgent:
     # -- acting ------------------------------------------------------------------------------------
     def policy_module(self) -> nn.Module:
         """A snapshot of the deterministic policy obs (B, obs_dim) -> weights (B, N+1), in eval mode."""
-        return PolicyModule(copy.deepcopy(self.net)).eval()
+        return policy_module_of(self.net)
 
     @torch.no_grad()
     def get_action(self, state: np.ndarray, deterministic: bool = False) -> np.ndarray:
@@ -191,10 +199,10 @@ class PPOAgent:
         obs = as_batch(state, self.layout.obs_dim)
         logits, _, mask1 = self.net(obs)
         if deterministic:
-            z = TransformerActorCritic.mean_latent(logits)
+            z = self.net.mean_latent(logits)
         else:
             z = self.net.sample_latent(logits, self.gen)
-        w = TransformerActorCritic.weights_from_latent(z, mask1).numpy().astype(np.float32)
+        w = self.net.weights_from_latent(z, mask1).numpy().astype(np.float32)
         return w[0] if np.ndim(state) == 1 else w
 
     # -- the update ----------------------------------------------------------------------------------
@@ -294,7 +302,7 @@ class PPOAgent:
                     logits, v, mask1 = self.net(obs_t)
                     z = self.net.sample_latent(logits, self.gen)
                     logp, _ = self.net.log_prob_entropy(logits, mask1, z)
-                    w = TransformerActorCritic.weights_from_latent(z, mask1)
+                    w = self.net.weights_from_latent(z, mask1)
                 if builder is None:
                     buf_obs[step] = obs_t
                 else:
@@ -353,7 +361,7 @@ class PPOAgent:
         with torch.no_grad():
             logits, v, mask1 = self.net(obs)
             z = alr_from_weights(act / act.sum(-1, keepdim=True).clamp_min(1e-12))
-            z = torch.where(mask1[:, :-1] > 0.5, z, TransformerActorCritic.mean_latent(logits))
+            z = torch.where(mask1[:, :-1] > 0.5, z, self.net.mean_latent(logits))
             logp, _ = self.net.log_prob_entropy(logits, mask1, z)
             r = float(reward)
             if self.config.normalize_reward:

@@ -160,16 +160,22 @@ def export_onnx(module, example, path: Path, metadata: dict[str, str]) -> None:
 
 
 def tf_module_for(algo: str, agent, layout):
-    """The TensorFlow twin of ``agent.policy_module()`` for ``algo`` (ppo, sac, ddpg)."""
+    """The TensorFlow twin of ``agent.policy_module()`` for ``algo`` (ppo with any encoder, sac, ddpg)."""
     from deployment import tf_policy
 
-    if algo == "ppo":
+    encoder = getattr(agent.config, "encoder", "transformer") if algo == "ppo" else "lstm"
+    if algo == "ppo" and encoder == "transformer":
         state = {k: v.detach().cpu().numpy() for k, v in agent.model_state().items()}
         return tf_policy.transformer_policy(state, layout, agent.config.n_heads)
-    if algo in ("sac", "ddpg"):
-        module = agent.policy_module()
+    if algo in ("ppo", "sac", "ddpg"):
+        module = agent.policy_module()  # LSTMPolicyModule: SAC/DDPG actors, PPO-LSTM and PPO-MLP
         state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
-        return tf_policy.lstm_policy(state, layout, bool(module.cash_reference))
+        if encoder == "lstm":
+            return tf_policy.lstm_policy(state, layout, bool(module.cash_reference))
+        if encoder == "mlp":
+            return tf_policy.mlp_policy(state, layout)
+        raise DataError(f"exporting a PPO policy with encoder '{encoder}' is not supported; "
+                        "expected transformer, lstm or mlp")
     raise DataError(f"exporting algorithm '{algo}' is not supported; expected ppo, sac or ddpg")
 
 

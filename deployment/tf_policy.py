@@ -2,7 +2,8 @@
 
 No retraining and no ONNX round trip: each builder reads the PyTorch state dict (numpy arrays keyed like
 ``day_proj.weight``) and writes the same arithmetic with TensorFlow ops, following the architecture
-documented in ``agents/transformer_encoder.py`` (PPO) and ``agents/lstm_extractor.py`` (SAC/DDPG actors).
+documented in ``agents/transformer_encoder.py`` (PPO-Transformer), ``agents/lstm_extractor.py`` (SAC/DDPG
+actors, PPO-LSTM) and ``agents/ppo_encoders.py`` (PPO-MLP).
 The result is a ``tf.Module`` whose ``allocate(obs)`` maps obs float32 [B, obs_dim] to
 ``{"weights": float32 [B, N+1]}`` (last = cash), saved with a named ``allocate`` signature.
 
@@ -203,15 +204,52 @@ def lstm_policy(state: dict[str, np.ndarray], layout: ObsLayout, cash_reference:
                                 v[f"encoder.lstm.bias_ih_l{k}"], v[f"encoder.lstm.bias_hh_l{k}"], w)
             hid = int(v["encoder.fc.weight"].shape[0])
             latent = tf.reshape(x[:, -1], [-1, n, hid])
-            latent = tf.concat([latent, tf.zeros_like(latent[:, :1])], axis=1)  # cash row: zero embedding
-            h = tf.concat([latent, weights[..., None]], axis=-1)
-            h = tf.nn.leaky_relu(_linear(h, v["actor.fc1.weight"], v["actor.fc1.bias"]), alpha=0.01)
-            out = _linear(h, v["actor.fc2.weight"], v["actor.fc2.bias"])[..., 0]  # [B,N+1]
-            if cash_reference:
-                out = tf.concat([out[:, :-1], tf.zeros_like(out[:, :1])], axis=1)
-            return {"weights": masked_softmax_tf(out, mask1)}
+            return {"weights": _asset_score_weights(v, latent, weights, mask1, cash_reference)}
 
     return LSTMPolicyTF()
+
+
+def _asset_score_weights(v: dict, latent, weights, mask1, cash_reference: bool):
+    """``AssetScoreHead`` (``actor.fc1``/``actor.fc2``) on asset latents [B, N, H] + a zero cash row, then
+    the masked softmax of ``LSTMPolicyModule``: weights [B, N+1]."""
+    tf = _tf()
+    latent = tf.concat([latent, tf.zeros_like(latent[:, :1])], axis=1)  # cash row: zero embedding
+    h = tf.concat([latent, weights[..., None]], axis=-1)
+    h = tf.nn.leaky_relu(_linear(h, v["actor.fc1.weight"], v["actor.fc1.bias"]), alpha=0.01)
+    out = _linear(h, v["actor.fc2.weight"], v["actor.fc2.bias"])[..., 0]  # [B,N+1]
+    if cash_reference:
+        out = tf.concat([out[:, :-1], tf.zeros_like(out[:, :1])], axis=1)
+    return masked_softmax_tf(out, mask1)
+
+
+def mlp_policy(state: dict[str, np.ndarray], layout: ObsLayout):
+    """TF module of PPO-MLP's deterministic policy (``LSTMPolicyModule`` around ``agents.ppo_encoders.MLPExtractor``).
+
+    ``state``: the policy module's state dict (``encoder.net.{2k}.weight/bias`` for the k-th dense layer,
+    each followed by LeakyReLU(0.01); ``actor.fc1.*``, ``actor.fc2.*``) as float32 numpy arrays. The cash
+    logit comes from the actor head like any asset's (no cash reference).
+    """
+    tf = _tf()
+    layers = sorted({int(m.group(1)) for k in state if (m := re.match(r"encoder\.net\.(\d+)\.weight$", k))})
+    w, n, f = layout.window, layout.n_assets, layout.n_features
+
+    class MLPPolicyTF(tf.Module):
+        def __init__(self) -> None:
+            super().__init__(name="mlp_policy")
+            self._v = _VarStore(self, state).vars
+
+        @tf.function(input_signature=[tf.TensorSpec([None, layout.obs_dim], tf.float32, name="obs")],
+                     autograph=False)
+        def allocate(self, obs):
+            v = self._v
+            feats, weights, mask1 = _split(obs, layout)
+            x = tf.reshape(tf.transpose(feats, [0, 2, 1, 3]), [-1, n, w * f])  # one flat window per asset
+            for k in layers:
+                x = tf.nn.leaky_relu(_linear(x, v[f"encoder.net.{k}.weight"], v[f"encoder.net.{k}.bias"]),
+                                     alpha=0.01)
+            return {"weights": _asset_score_weights(v, x, weights, mask1, False)}
+
+    return MLPPolicyTF()
 
 
 def save_tf_policy(module, out_dir: str) -> None:
