@@ -165,13 +165,15 @@ def test_ablation_studies_run_every_variant(monkeypatch):
     assert res["reward_rows"] == ["log_return", "dsr", "risk_adjusted"]
     assert res["algo_rows"] == ["PPO", "SAC", "DDPG"]
     assert res["cost_rows"] == ["cost x0", "cost x1", "cost x2", "cost x5"]
-    assert len(res["encoder_rows"]) == 3 and res["encoder_rows"][0].startswith("Transformer")
-    # The baseline (PPO, log_return, cost x1) is shared by the three studies: 3 + 2 + 3 = 8 runs per seed.
-    assert res["n_runs"] == 8 == len(out["run_keys"])
-    assert out["summary_rows"] == 3 + 3 + 4
+    assert res["encoder_rows"] == ["Transformer (PPO)", "LSTM (PPO)", "MLP (PPO)"]  # algorithm held fixed
+    # The baseline (PPO-Transformer, log_return, cost x1) is shared by the four studies: 3 + 2 + 2 + 3 = 10
+    # runs per seed.
+    assert res["n_runs"] == 10 == len(out["run_keys"])
+    assert sum(k.startswith("ppo/lstm/") or k.startswith("ppo/mlp/") for k in out["run_keys"]) == 2
+    assert out["summary_rows"] == 3 + 3 + 3 + 4
     for steps in out["curve_steps"].values():  # the untrained network first, the final step last
         assert steps[0] == 0 and steps[-1] == 256
     assert all(label.startswith("SYNTHETIC") for label in out["labels"].values())
     assert len(out["labels"]) == len(res["tables"]) >= 7
     assert out["run_root_removed"]
-    assert outputs_of(cells, "image/png") >= 3  # reward, algorithm and cost figures
+    assert outputs_of(cells, "image/png") >= 4  # reward, algorithm, encoder and cost figures

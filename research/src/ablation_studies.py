@@ -9,7 +9,8 @@
 #
 # 1. **Reward**: log return vs differential Sharpe ratio (`dsr`) vs risk-adjusted reward, PPO-Transformer.
 # 2. **Algorithm**: PPO vs SAC vs DDPG: learning curves, convergence speed, final metrics.
-# 3. **Encoder**: Transformer vs LSTM (vs MLP), with whatever encoder options `agents/` provides.
+# 3. **Encoder**: Transformer vs LSTM vs MLP, all trained with PPO (`agent.ppo.encoder`), so the algorithm,
+#    reward, costs, steps and seeds are held fixed and only the network differs.
 # 4. **Transaction-cost sensitivity**: `env.cost_scale` 0, 1, 2, 5 (0 = frictionless), PPO-Transformer,
 #    next to an equal-weight benchmark stepped through the same environment.
 #
@@ -38,7 +39,8 @@ n_evals = 8  # validation evaluations along each run (the validation learning cu
 rewards = ["log_return", "dsr", "risk_adjusted"]
 algos = ["ppo", "sac", "ddpg"]
 cost_scales = [0.0, 1.0, 2.0, 5.0]
-baseline = {"algo": "ppo", "reward": "log_return", "cost_scale": 1.0}  # shared by the four studies
+encoders = ["transformer", "lstm", "mlp"]  # PPO encoders compared in section 3
+baseline = {"algo": "ppo", "encoder": "transformer", "reward": "log_return", "cost_scale": 1.0}  # shared
 agent_overrides = {  # per-algorithm hyper-parameters on top of the config's agent section
     "sac": {"learning_starts": 512, "hidden": 32, "lstm_layers": 1, "buffer_size": 50_000},
     "ddpg": {"learning_starts": 512, "hidden": 32, "lstm_layers": 1, "buffer_size": 50_000},
@@ -146,8 +148,9 @@ print(f"{total_timesteps} env steps per run, {n_envs} envs, window {window}, see
 
 # %% [markdown]
 # ## The runs
-# `run_variant(algo, reward, cost_scale, seed)` trains one variant into its own run directory and caches
-# the result, so a variant shared by two studies (the baseline) is trained once. Each record holds the
+# `run_variant(algo, reward, cost_scale, seed, encoder)` trains one variant into its own run directory and
+# caches the result, so a variant shared by several studies (the baseline) is trained once. `encoder`
+# applies to PPO only (SAC and DDPG always use the LSTM extractor); left out, it is the baseline's. Each record holds the
 # validation learning curve (step 0 = the untrained network, then every `eval_every` steps), the
 # per-episode training curve (`curves.csv`) and the validation return series. Figures show, left to
 # right: the validation Sharpe along training (mean over seeds, band = min..max), the Sharpe ratio of the
@@ -157,26 +160,36 @@ print(f"{total_timesteps} env steps per run, {n_envs} envs, window {window}, see
 # %%
 RUN_ROOT = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="ablation_"))
 RUN_ROOT.mkdir(parents=True, exist_ok=True)
-RUNS: dict[tuple[str, str, float, int], dict] = {}
+RUNS: dict[tuple[str, str, str, float, int], dict] = {}  # (algo, encoder, reward, cost_scale, seed)
 rf_store, rf_label = risk_free_series(store, base_cfg.data, PERIODS)
 date_index = {str(d): i for i, d in enumerate(store.dates.astype("datetime64[D]"))}
 
 
-def experiment(algo: str, reward: str, cost_scale: float, seed: int):
-    """The experiment config of one variant: the base config with the variant's four knobs set."""
+FIXED_ENCODER = {"sac": "lstm", "ddpg": "lstm"}  # SAC and DDPG have only the LSTM extractor
+
+
+def encoder_of(algo: str, encoder: str | None = None) -> str:
+    """The encoder a variant uses: SAC/DDPG's fixed LSTM, else ``encoder`` or the baseline's."""
+    return FIXED_ENCODER.get(algo) or encoder or baseline.get("encoder", "transformer")
+
+
+def experiment(algo: str, encoder: str, reward: str, cost_scale: float, seed: int):
+    """The experiment config of one variant: the base config with the variant's five knobs set."""
     overrides = dict(base_overrides)
     overrides.update({"training.algo": algo, "env.reward": reward, "env.cost_scale": float(cost_scale),
                       "training.seed": int(seed)})
     params = dict(agent_overrides.get(algo, {}))
     if algo in ("sac", "ddpg"):
         params.setdefault("log_interval", eval_every)  # off-policy callbacks (and evaluations) follow it
+    if algo == "ppo":
+        params["encoder"] = encoder
     for key, value in params.items():
         overrides[f"agent.{algo}.{key}"] = value
     return load_experiment(config_file, overrides)
 
 
-def run_variant(algo: str, reward: str, cost_scale: float, seed: int) -> dict:
-    key = (algo, reward, float(cost_scale), int(seed))
+def run_variant(algo: str, reward: str, cost_scale: float, seed: int, encoder: str | None = None) -> dict:
+    key = (algo, encoder_of(algo, encoder), reward, float(cost_scale), int(seed))
     if key in RUNS:
         return RUNS[key]
     cfg = experiment(*key)
@@ -187,7 +200,7 @@ def run_variant(algo: str, reward: str, cost_scale: float, seed: int) -> dict:
     def on_eval(step: int, val: dict) -> None:
         evals.append({"step": int(step), "sharpe": val["sharpe"], "total_return": val["total_return"]})
 
-    out = RUN_ROOT / f"{algo}_{reward}_cost{cost_scale:g}_seed{seed}"
+    out = RUN_ROOT / f"{algo}_{key[1]}_{reward}_cost{cost_scale:g}_seed{seed}"
     t0 = time.perf_counter()
     final = run_training(cfg, out, store=store, progress=False, on_eval=on_eval)
     wall = time.perf_counter() - t0
@@ -198,11 +211,11 @@ def run_variant(algo: str, reward: str, cost_scale: float, seed: int) -> dict:
     # Two layers compute the validation Sharpe independently; they must agree.
     assert np.isclose(summary["sharpe"], final["sharpe"], rtol=1e-9, atol=1e-12), (summary["sharpe"], final["sharpe"])
     RUNS[key] = {
-        "algo": algo, "reward": reward, "cost_scale": float(cost_scale), "seed": int(seed),
+        "algo": algo, "encoder": key[1], "reward": reward, "cost_scale": float(cost_scale), "seed": int(seed),
         "final": final, "summary": summary, "evals": pd.DataFrame(evals), "curves": pd.read_csv(out / "curves.csv"),
         "returns": r, "risk_free": rf, "dates": val["date"].to_numpy(), "wall_s": wall, "dir": out,
     }
-    print(f"{algo}/{reward}/cost x{cost_scale:g}/seed {seed}: {final['global_step']} steps in {wall:.1f} s, "
+    print(f"{algo}-{key[1]}/{reward}/cost x{cost_scale:g}/seed {seed}: {final['global_step']} steps in {wall:.1f} s, "
           f"validation Sharpe {summary['sharpe']:.2f}, total return {summary['total_return']:.1%}")
     return RUNS[key]
 
@@ -228,8 +241,8 @@ def variant_row(label: str, runs: list[dict]) -> dict:
     return row
 
 
-def runs_of(algo: str, reward: str, cost_scale: float) -> list[dict]:
-    return [run_variant(algo, reward, cost_scale, s) for s in seeds]
+def runs_of(algo: str, reward: str, cost_scale: float, encoder: str | None = None) -> list[dict]:
+    return [run_variant(algo, reward, cost_scale, s, encoder) for s in seeds]
 
 
 def plot_validation_curves(groups: dict[str, list[dict]], title: str, ax) -> None:
@@ -368,37 +381,27 @@ plt.tight_layout()
 show_figure(fig)
 
 # %% [markdown]
-# ## 3. Encoder ablation
-# The encoder options are read from the agents' config classes. If PPO offers no LSTM/MLP encoder and
-# SAC/DDPG no Transformer, the encoders cannot be swapped under a fixed algorithm; the comparison below
-# is then PPO-Transformer vs SAC-LSTM vs DDPG-LSTM, i.e. the algorithm runs of section 2 viewed through
-# their encoders, and **encoder and algorithm effects are confounded**. The table adds what does depend
-# on the encoder alone: the deployed policy's parameter count and its forward latency.
+# ## 3. Encoder ablation: Transformer vs LSTM vs MLP, all with PPO
+# `agent.ppo.encoder` swaps the network and nothing else: the same PPO update, the same logistic-normal
+# action distribution over the simplex, reward, costs, steps and seeds (`agents/ppo_encoders.py`).
+# **Transformer**: attention over the window's days, then over the assets (the first paper's policy).
+# **LSTM**: the second paper's extractor (FC + LSTM layers over each asset's window, shared across assets).
+# **MLP**: each asset's window flattened through dense layers (no recurrence, no attention). The three share
+# the latent width `d_model` of the config. The table adds what depends on the encoder alone: the deployed
+# policy's parameter count and its forward latency (ms for a batch of 64 observations).
 
 # %%
-from agents.ddpg_agent import DDPGConfig
-from agents.ppo_agent import PPOConfig
-from agents.sac_agent import SACConfig
+from agents.io import load_agent
+from agents.ppo_encoders import ENCODERS
 
-encoder_fields = {
-    name: sorted(f.name for f in dataclasses.fields(cls) if "encoder" in f.name or f.name in ("lstm_layers", "d_model"))
-    for name, cls in (("ppo", PPOConfig), ("sac", SACConfig), ("ddpg", DDPGConfig))
-}
-swappable = any(any("encoder" in f for f in fields) for fields in encoder_fields.values())
-ENCODER_OF = {"ppo": "Transformer", "sac": "LSTM", "ddpg": "LSTM"}
-display(Markdown(
-    "Encoder-related options found in agents/: "
-    + "; ".join(f"`{a}`: {', '.join(f) or 'none'}" for a, f in encoder_fields.items())
-    + (". **No encoder switch exists: PPO is Transformer-only, SAC and DDPG are LSTM-only; no MLP encoder is "
-       "offered. The rows below compare PPO-Transformer, SAC-LSTM and DDPG-LSTM (encoder confounded with "
-       "algorithm).**" if not swappable else ".")
-))
+unknown = [e for e in encoders if e not in ENCODERS]
+if unknown:
+    raise ValueError(f"unknown encoder '{unknown[0]}'; PPO offers {', '.join(ENCODERS)}")
+ENCODER_LABEL = {"transformer": "Transformer", "lstm": "LSTM", "mlp": "MLP"}
 
 
 def policy_cost(run: dict, batch: int = 64, repeats: int = 5) -> tuple[int, float]:
     """(parameters, ms per forward of ``batch`` observations) of the run's deployed policy module."""
-    from agents.io import load_agent
-
     module = load_agent(run["dir"]).policy_module().eval()
     n_params = sum(p.numel() for p in module.parameters())
     layout = ObsLayout(int(window), store.n_assets, store.n_features)
@@ -413,15 +416,30 @@ def policy_cost(run: dict, batch: int = 64, repeats: int = 5) -> tuple[int, floa
     return n_params, (time.perf_counter() - t0) / repeats * 1e3
 
 
+encoder_runs = {f"{ENCODER_LABEL[e]} (PPO)": runs_of("ppo", baseline["reward"], baseline["cost_scale"], e)
+                for e in encoders}
 enc_rows = []
-for a, runs in algo_runs.items():
+for label, runs in encoder_runs.items():
     n_params, ms = policy_cost(runs[0])
-    row = variant_row(f"{ENCODER_OF.get(a, '?')} ({a.upper()})", runs)
-    enc_rows.append({"encoder (algorithm)": row["variant"], "policy parameters": n_params,
-                     "ms per 64 obs": ms, "Sharpe": row["Sharpe"], "Sharpe sd": row["Sharpe sd"],
-                     "max DD": row["max DD"], "turnover/day": row["turnover/day"]})
+    row = variant_row(label, runs)
+    improved = [steps_to_fraction(r["evals"]) for r in runs]
+    enc_rows.append({"encoder (algorithm)": label, "policy parameters": n_params, "ms per 64 obs": ms,
+                     "Sharpe": row["Sharpe"], "Sharpe sd": row["Sharpe sd"], "max DD": row["max DD"],
+                     "turnover/day": row["turnover/day"],
+                     "steps to 90%": np.nanmean(improved) if np.isfinite(improved).any() else np.nan,
+                     "mean curve Sharpe": np.mean([r["evals"]["sharpe"].mean() for r in runs]),
+                     "train s": row["train s"]})
 encoder_table = pd.DataFrame(enc_rows).set_index("encoder (algorithm)")
-show_table(encoder_table, "Encoder ablation (confounded with the algorithm; validation span, mean over seeds)")
+show_table(encoder_table, f"Encoder ablation: PPO, reward {baseline['reward']}, cost x{baseline['cost_scale']:g}, "
+           "validation span, mean and sd over seeds")
+
+fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+plot_validation_curves(encoder_runs, f"Validation Sharpe by encoder (PPO) [{SOURCE_TAG}]", axes[0])
+plot_training_curves(encoder_runs, f"Training episodes by encoder (PPO) [{SOURCE_TAG}]", axes[1])
+plot_equity(encoder_runs, f"Validation NAV by encoder (PPO) [{SOURCE_TAG}]", axes[2],
+            {"equal weight": (BENCH[baseline["cost_scale"]]["dates"], BENCH[baseline["cost_scale"]]["returns"])})
+plt.tight_layout()
+show_figure(fig)
 
 # %% [markdown]
 # ## 4. Transaction-cost sensitivity
@@ -473,28 +491,29 @@ show_figure(fig)
 # them the difference mixes the model with the cost level.)
 
 # %%
-base_key = (baseline["algo"], baseline["reward"], float(baseline["cost_scale"]))
+base_key = (baseline["algo"], encoder_of(baseline["algo"]), baseline["reward"], float(baseline["cost_scale"]))
 
 
-def ensemble(algo: str, reward: str, cost_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    runs = [run_variant(algo, reward, cost_scale, s) for s in seeds]  # cached: trains only a missing baseline
+def ensemble(algo: str, encoder: str, reward: str, cost_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    runs = runs_of(algo, reward, cost_scale, encoder)  # cached: trains only a missing baseline
     return np.mean([r["returns"] for r in runs], axis=0), runs[0]["risk_free"]
 
 
 base_r, base_rf = ensemble(*base_key)
 rows = []
 for study, keys in (
-    ("reward", [(baseline["algo"], r, baseline["cost_scale"]) for r in rewards]),
-    ("algorithm", [(a, baseline["reward"], baseline["cost_scale"]) for a in algos]),
-    ("cost", [(baseline["algo"], baseline["reward"], c) for c in cost_scales]),
+    ("reward", [(baseline["algo"], base_key[1], r, baseline["cost_scale"]) for r in rewards]),
+    ("algorithm", [(a, encoder_of(a), baseline["reward"], baseline["cost_scale"]) for a in algos]),
+    ("encoder", [("ppo", e, baseline["reward"], baseline["cost_scale"]) for e in encoders]),
+    ("cost", [(baseline["algo"], base_key[1], baseline["reward"], c) for c in cost_scales]),
 ):
-    for algo, reward, c in keys:
-        r, rf = ensemble(algo, reward, c)
+    for algo, enc, reward, c in keys:
+        r, rf = ensemble(algo, enc, reward, c)
         iv = sharpe_difference_interval(r - rf, base_r - base_rf, PERIODS, 0.95, int(n_boot), seed=0)
-        rows.append({"study": study, "variant": f"{algo.upper()} / {reward} / cost x{c:g}",
+        rows.append({"study": study, "variant": f"{algo.upper()}-{ENCODER_LABEL[enc]} / {reward} / cost x{c:g}",
                      "ensemble Sharpe": pm.sharpe_ratio(r, rf, PERIODS), "diff vs baseline": iv.estimate,
                      "95% low": iv.low, "95% high": iv.high,
-                     "significant": bool(iv.excludes_zero) if (algo, reward, float(c)) != base_key else False})
+                     "significant": bool(iv.excludes_zero) if (algo, enc, reward, float(c)) != base_key else False})
 summary_table = pd.DataFrame(rows).set_index(["study", "variant"])
 show_table(summary_table, "All variants vs the baseline (seed-ensemble Sharpe difference, paired bootstrap)")
 
@@ -504,7 +523,8 @@ display(Markdown(
     f"- Data: {DATA_LABEL}; validation {base_cfg.val_start} .. {base_cfg.val_end}; {n_runs} training runs, "
     f"{total_wall / 60:.1f} min of training.\n"
     f"- Best reward by mean Sharpe: **{reward_table['Sharpe'].idxmax()}**; best algorithm: "
-    f"**{algo_table['Sharpe'].idxmax()}**; Sharpe at cost x{min(cost_scales):g} vs x{max(cost_scales):g}: "
+    f"**{algo_table['Sharpe'].idxmax()}**; best encoder (all PPO): **{encoder_table['Sharpe'].idxmax()}**; "
+    f"Sharpe at cost x{min(cost_scales):g} vs x{max(cost_scales):g}: "
     f"{cost_table['Sharpe'].iloc[0]:.2f} vs {cost_table['Sharpe'].iloc[-1]:.2f}.\n"
     f"- {int(summary_table['significant'].sum())} of {len(summary_table)} variants differ from the baseline "
     f"with 95% confidence (small budgets and few seeds make most differences noise; read the intervals)."
