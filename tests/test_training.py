@@ -236,7 +236,7 @@ def test_ray_local_cluster_runs_two_trials_in_parallel(tmp_path):
     ray = pytest.importorskip("ray")
     from training.hyperparameter_tuning import run_study
 
-    cfg = tiny_cfg(**{"training.total_timesteps": 256})
+    cfg = tiny_cfg(**{"training.total_timesteps": 128, "training.n_envs": 2})
     try:
         summary = run_study(cfg, tmp_path, n_trials=2, n_jobs=2, seed=0, ray_address="local")
     finally:
