@@ -277,3 +277,21 @@ def test_other_algorithms_write_a_loadable_run(tmp_path, algo, extra):
     else:
         assert np.isfinite(metrics["sharpe"]) and metrics["global_step"] >= 128
         assert (tmp_path / "checkpoints" / "latest.pt").is_file()
+
+
+def test_search_space_follows_the_algorithm_and_encoder():
+    import optuna
+
+    from training.hyperparameter_tuning import search_space
+
+    def keys(**overrides):
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+        return set(search_space(trial, tiny_cfg(**overrides)))
+
+    ppo = keys()
+    assert {"agent.ppo.learning_rate", "agent.ppo.ent_coef", "agent.ppo.clip_range", "agent.ppo.d_model",
+            "agent.ppo.day_layers", "env.window", "env.alpha", "env.delta"} <= ppo
+    assert "agent.ppo.lstm_layers" not in ppo
+    assert "agent.ppo.lstm_layers" in keys(**{"agent.ppo.encoder": "lstm"})
+    sac = keys(**{"training.algo": "sac"})
+    assert "agent.sac.actor_lr" in sac and not any("clip_range" in k for k in sac)

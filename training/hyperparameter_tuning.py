@@ -4,7 +4,8 @@ Searched (each only where the algorithm's config has the field):
 
 - agent: ``learning_rate`` (log 1e-5..1e-3; SAC/DDPG ``actor_lr``/``critic_lr``), ``ent_coef`` (log
   1e-5..0.05), ``clip_range`` (0.1..0.35), ``d_model`` {16, 32, 64}, ``day_layers`` 1..3, ``asset_layers``
-  1..2, ``hidden`` {32, 64, 128}, ``lstm_layers`` 1..3;
+  1..2 (PPO's Transformer encoder; ``lstm_layers``/``mlp_layers`` 1..3 for its LSTM/MLP encoders and SAC/DDPG),
+  ``hidden`` {32, 64, 128};
 - env: ``window`` (half, same or double the config's), and with the reward search on, the
   ``risk_adjusted`` reward's coefficients ``alpha`` (0.5..2), ``beta`` (0..1), ``gamma`` (0..1),
   ``delta`` (0..2) (``reward`` is set to ``risk_adjusted``; ``--no-reward-search`` keeps the config's).
@@ -81,8 +82,12 @@ def search_space(trial: Any, base: ExperimentConfig, reward_search: bool = True)
         heads = int(base.agent_params().get("n_heads", 4))
         choices = [d for d in (16, 32, 64) if d % heads == 0] or [heads * 8]
         out[a + "d_model"] = trial.suggest_categorical(a + "d_model", choices)
-    for name, lo, hi in (("day_layers", 1, 3), ("asset_layers", 1, 2), ("lstm_layers", 1, 3)):
-        if name in fields:
+    # PPO's encoder ("transformer" by default, "lstm" or "mlp") decides which depth knobs exist.
+    encoder = str(base.agent_params().get("encoder", "transformer")) if "encoder" in fields else ""
+    depth = {"transformer": ("day_layers", "asset_layers"), "lstm": ("lstm_layers",), "mlp": ("mlp_layers",)}
+    allowed = depth.get(encoder, ("day_layers", "asset_layers", "lstm_layers", "mlp_layers"))
+    for name, lo, hi in (("day_layers", 1, 3), ("asset_layers", 1, 2), ("lstm_layers", 1, 3), ("mlp_layers", 1, 3)):
+        if name in fields and name in allowed:
             out[a + name] = trial.suggest_int(a + name, lo, hi)
     if "hidden" in fields:
         out[a + "hidden"] = trial.suggest_categorical(a + "hidden", [32, 64, 128])
