@@ -70,7 +70,7 @@ def test_ppo_learns_the_drift_on_the_real_env():
     agent = PPOAgent(venv.obs_dim, N + 1, window=WINDOW, d_model=32, dim_feedforward=64, day_layers=1,
                      init_log_std=0.0, n_steps=64, batch_size=128, learning_rate=1e-3, gamma=0.5,
                      gae_lambda=0.9, target_kl=0.05, seed=0)
-    agent.train(venv, 8192)
+    agent.train(venv, 12288)
     obs, _ = venv.reset(seed=7)
     w = agent.get_action(obs, deterministic=True)
     assert w[:, 0].mean() > 0.8, w.mean(0)
