@@ -15,6 +15,7 @@ Writes go to a temporary file that is renamed into place.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -51,13 +52,21 @@ def _agent_class(algo: str) -> Any:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename it to ``path``."""
+    """``torch.save`` through an in-memory buffer, written to a temp file in the same folder, then renamed.
+
+    The buffer matters: ``torch.save`` names the zip archive's root folder after the file it writes, so
+    saving straight to a randomly named temp file made identical state dicts differ in bytes. A buffer
+    always gets the same root, so the same weights give the same file bit for bit.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getvalue())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -241,25 +241,6 @@ def _experiment_record(cfg: ExperimentConfig, store: FeatureStore) -> dict[str, 
     }
 
 
-def _rewrite_policy_deterministically(agent: Any, path: Path) -> None:
-    """Re-save ``policy.pth`` through an in-memory buffer so its bytes depend only on the weights.
-
-    ``torch.save`` names the zip archive's root folder after the file it writes; a random temp-file name
-    (as ``agents.io.save_agent`` uses) makes two identical state dicts differ in bytes. A buffer always
-    gets the root ``archive``, so the same seed gives the same file bit for bit.
-    """
-    import io
-
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(agent.model_state(), buf)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def _check_resumable(run: Path, cfg: ExperimentConfig) -> None:
     """``--resume`` needs a checkpoint made with the same experiment (the step budget may grow)."""
     if not (run / "checkpoints" / "latest.pt").is_file():
@@ -339,7 +320,6 @@ def run_forecaster(cfg: ExperimentConfig, out: Path, store: FeatureStore, progre
     agent.fit(train_b, callback=callback)
     seconds = time.perf_counter() - t0
     save_agent(agent, out)
-    _rewrite_policy_deterministically(agent, out / "policy.pth")
     record = json.loads((out / "config.json").read_text(encoding="utf-8"))
     record.update(_experiment_record(cfg, store))
     write_json(out / "config.json", record)
@@ -505,7 +485,6 @@ def run_training(
     train_seconds = time.perf_counter() - t0
     checkpoint()
     save_agent(agent, out)
-    _rewrite_policy_deterministically(agent, out / "policy.pth")
     record = json.loads((out / "config.json").read_text(encoding="utf-8"))
     record.update(_experiment_record(cfg, store))
     write_json(out / "config.json", record)
