@@ -228,12 +228,10 @@ def plot_curves(records: Sequence[EpisodeRecord], path: str | Path, title: str =
     """Six panels against the env step: episode reward, Sharpe, Sortino, max drawdown, VaR95, CVaR95.
 
     The raw points are overlaid with the mean per env step smoothed by a rolling mean (~10% of the steps). Written as PNG via a
-    temp file + rename; uses the non-interactive Agg backend.
+    temp file + rename. Draws on a bare ``Figure`` (no pyplot), so the caller's matplotlib backend (a
+    notebook's inline backend, say) is left alone.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     panels = [
         ("reward", "episode reward"),
@@ -243,7 +241,8 @@ def plot_curves(records: Sequence[EpisodeRecord], path: str | Path, title: str =
         ("var95", "daily VaR 95%"),
         ("cvar95", "daily CVaR 95%"),
     ]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), sharex=True)
+    fig = Figure(figsize=(13, 6.5))
+    axes = fig.subplots(2, 3, sharex=True)
     x = np.array([r.timestep for r in records], dtype=np.float64)
     # Parallel envs finish episodes on the same step: the line is the mean per step, then a rolling mean.
     steps, group = np.unique(x, return_inverse=True)
@@ -266,7 +265,6 @@ def plot_curves(records: Sequence[EpisodeRecord], path: str | Path, title: str =
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=90)
-    plt.close(fig)
     os.replace(tmp, path)
 
 
