@@ -221,6 +221,15 @@ def test_a_folder_of_seed_runs_expands(workspace, tmp_path):
     assert runs == [str(r) for r in workspace["runs"]] + [str(tmp_path)]
 
 
+def test_a_walk_forward_fold_counts_its_seeds_once_not_its_best_copy(workspace, tmp_path):
+    import shutil
+
+    fold = tmp_path / "fold_2023"
+    for name in ("seed_0", "seed_1", "best"):
+        shutil.copytree(workspace["runs"][0], fold / name)
+    assert bt.expand_runs([str(fold)]) == [str(fold / "seed_0"), str(fold / "seed_1")]
+
+
 def test_cli_script_runs_from_repo_root_without_traceback(tmp_path):
     result = subprocess.run(
         [sys.executable, "evaluation/backtester.py", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "o")],
