@@ -31,7 +31,8 @@ AGENT_FORMAT_VERSION = 1
 ALGOS = ("ppo", "sac", "ddpg", "forecaster")
 
 
-def _agent_class(algo: str) -> Any:
+def agent_class(algo: str) -> Any:
+    """The agent class for ``algo`` (ppo, sac, ddpg, forecaster), imported lazily; unknown -> ValueError."""
     if algo == "ppo":
         from agents.ppo_agent import PPOAgent
 
@@ -142,7 +143,7 @@ def read_agent_config(run_dir: str | os.PathLike) -> tuple[str, dict[str, Any], 
 def load_agent(run_dir: str | os.PathLike) -> Any:
     """Rebuild the agent saved by ``save_agent`` (weights-only load; no pickle)."""
     algo, params, layout = read_agent_config(run_dir)
-    cls = _agent_class(algo)
+    cls = agent_class(algo)
     try:
         agent = cls(layout.obs_dim, layout.action_dim, layout=layout, **params)
     except TypeError as err:

@@ -135,25 +135,6 @@ def check_spans(cfg: ExperimentConfig, store: FeatureStore) -> tuple[int, int]:
     return n_train, n_val
 
 
-def agent_class(algo: str) -> Any:
-    """The agent class for ``algo`` (lazy import)."""
-    if algo == "ppo":
-        from agents.ppo_agent import PPOAgent
-
-        return PPOAgent
-    if algo == "sac":
-        from agents.sac_agent import SACAgent
-
-        return SACAgent
-    if algo == "ddpg":
-        from agents.ddpg_agent import DDPGAgent
-
-        return DDPGAgent
-    from agents.forecaster import Forecaster
-
-    return Forecaster
-
-
 def agent_kwargs(cfg: ExperimentConfig, n_features: int) -> dict[str, Any]:
     """The agent's hyper-parameters: the ``agent.<algo>`` section plus window/n_features/seed filled in
     from ``env.window``, the store and ``training.seed`` (those three are not set in the agent section)."""
@@ -169,6 +150,8 @@ def agent_kwargs(cfg: ExperimentConfig, n_features: int) -> dict[str, Any]:
 
 def make_agent(cfg: ExperimentConfig, layout: Any) -> Any:
     """A fresh agent for ``layout`` (an ``agents.common.ObsLayout``)."""
+    from agents.io import agent_class
+
     cls = agent_class(cfg.algo)
     try:
         return cls(layout.obs_dim, layout.action_dim, layout=layout, **agent_kwargs(cfg, layout.n_features))
@@ -364,7 +347,7 @@ def run_training(
     import torch
 
     from agents.common import ObsLayout
-    from agents.io import save_agent
+    from agents.io import agent_class, save_agent
     from environments.vector_env import BatchedHedgeFundEnv
 
     tc = cfg.training
