@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_common import UNIVERSE
 
 from agents.ppo_agent import PPOAgent
 from agents.sac_agent import SACAgent
@@ -40,14 +41,6 @@ from data.config import DataConfig
 from data.market import DataError
 from environments.config import EnvConfig
 from environments.vector_env import BatchedHedgeFundEnv
-
-UNIVERSE = {
-    "growth": ["BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD", "DOT-USD", "AVAX-USD", "LINK-USD", "XRP-USD",
-               "LTC-USD", "DOGE-USD"],
-    "hedge": ["BITO", "UVXY"],
-    "traditional": ["SPY", "QQQ", "GLD", "BND", "TLT"],
-    "stable": ["BIL", "SHY", "USDT-USD", "USDC-USD"],
-}
 
 
 def sb3_adapter(env: BatchedHedgeFundEnv) -> Any:

@@ -24,14 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import UNIVERSE
+
 ROOT = Path(__file__).resolve().parents[1]
-UNIVERSE = {
-    "growth": ["BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD", "DOT-USD", "AVAX-USD", "LINK-USD", "XRP-USD",
-               "LTC-USD", "DOGE-USD"],
-    "hedge": ["BITO", "UVXY"],
-    "traditional": ["SPY", "QQQ", "GLD", "BND", "TLT"],
-    "stable": ["BIL", "SHY", "USDT-USD", "USDC-USD"],
-}
 
 
 def make_run(root: Path, raw: dict, store) -> Path:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_common import UNIVERSE
 
 from data.config import DataConfig
 from data.feature_engineering import load_feature_store
@@ -40,14 +41,6 @@ from data.market import DataError, FeatureStore
 from environments.config import EnvConfig
 from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv, trailing_adv
 from environments.vector_env import BatchedHedgeFundEnv
-
-UNIVERSE = {
-    "growth": ["BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD", "DOT-USD", "AVAX-USD", "LINK-USD", "XRP-USD",
-               "LTC-USD", "DOGE-USD"],
-    "hedge": ["BITO", "UVXY"],
-    "traditional": ["SPY", "QQQ", "GLD", "BND", "TLT"],
-    "stable": ["BIL", "SHY", "USDT-USD", "USDC-USD"],
-}
 
 
 class PandasPortfolioEnv:

@@ -39,19 +39,13 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from bench_common import UNIVERSE
 
 from data.config import DataConfig
 from data.data_loader import load_market
 from data.feature_engineering import build_feature_store
 from data.market import DataError
 
-UNIVERSE = {
-    "growth": ["BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD", "DOT-USD", "AVAX-USD", "LINK-USD", "XRP-USD",
-               "LTC-USD", "DOGE-USD"],
-    "hedge": ["BITO", "UVXY"],
-    "traditional": ["SPY", "QQQ", "GLD", "BND", "TLT"],
-    "stable": ["BIL", "SHY", "USDT-USD", "USDC-USD"],
-}
 WINDOW, BATCH = 60, 64
 
 

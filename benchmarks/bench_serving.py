@@ -36,18 +36,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import UNIVERSE
 
 from data.config import DataConfig, to_mapping
 from data.market import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
-UNIVERSE = {
-    "growth": ["BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD", "DOT-USD", "AVAX-USD", "LINK-USD", "XRP-USD",
-               "LTC-USD", "DOGE-USD"],
-    "hedge": ["BITO", "UVXY"],
-    "traditional": ["SPY", "QQQ", "GLD", "BND", "TLT"],
-    "stable": ["BIL", "SHY", "USDT-USD", "USDC-USD"],
-}
 WINDOW = 60
 
 
