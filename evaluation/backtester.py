@@ -560,7 +560,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="YAML config: the experiment when no --run is given (default configs/quickstart.yaml); "
                         "with --run only its 'evaluation' section is used and its universe must match")
     p.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats HTML tear sheet")
-    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("--out", default=None,
+                   help="report directory (default reports/<first run's folder name>, or reports/benchmarks)")
     return p.parse_args(argv)
 
 
@@ -582,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
             eval_cfg = load_eval_config(given.extra if given else experiment.extra)
         else:
             experiment, eval_cfg = given, load_eval_config(given.extra)
-        backtest(runs, experiment, Path(args.out), args.start, args.end, args.source, args.data_dir,
+        out = Path(args.out) if args.out else Path("reports") / (runs[0].path.name if runs else "benchmarks")
+        backtest(runs, experiment, out, args.start, args.end, args.source, args.data_dir,
                  Path(args.onnx) if args.onnx else None, eval_cfg, tearsheet=not args.no_tearsheet)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)

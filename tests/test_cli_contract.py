@@ -50,3 +50,12 @@ def test_tuning_cli_writes_a_best_config_that_train_py_accepts(tmp_path):
     assert json.loads((out / "trials.json").read_text())
     _run(["training/train.py", "--config", str(best), "--total-timesteps", "256", "--quiet", "--out", str(tmp_path / "r")])
     assert (tmp_path / "r" / "policy.pth").is_file()
+
+
+def test_backtester_with_no_arguments_reports_the_benchmarks_into_reports(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "evaluation" / "backtester.py"), "--no-tearsheet"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    md = (tmp_path / "reports" / "benchmarks" / "metrics.md").read_text()
+    assert "Equal-weight buy & hold" in md and "SYNTHETIC" in md
+    assert "| PPO" not in md  # no run given: benchmarks only
