@@ -321,10 +321,10 @@ def test_synthetic_source_goes_through_the_same_alignment():
 # ------------------------------------------------------------------------------------------------- yfinance
 
 def recorded_download(calls):
-    """A stand-in for ``data.yahoo._download`` replaying tests/fixtures/yfinance/TICKER.csv."""
+    """A stand-in for ``data.yahoo._download`` replaying tests/fixtures/yfinance/TICKER.history.csv."""
     def download(ticker, start, end):
         calls.append((ticker, start, end))
-        path = FIXTURES / f"{ticker}.csv"
+        path = FIXTURES / f"{ticker}.history.csv"
         if not path.is_file():
             return pd.DataFrame()  # what _download returns for a ticker Yahoo does not know
         frame = pd.read_csv(path, index_col="Date")
@@ -348,13 +348,13 @@ def test_yfinance_source_from_recorded_responses_and_cache(tmp_path, monkeypatch
     assert m.source == "yfinance" and m.tickers == ("BTC-USD", "SPY") and m.dropped == ("NOPE-USD",)
     assert sorted(c[0] for c in calls) == ["BTC-USD", "NOPE-USD", "SPY"]
     assert m.dates[0] == np.datetime64("2021-01-01") and m.n_days == 31
-    spy = pd.read_csv(FIXTURES / "SPY.csv")
+    spy = pd.read_csv(FIXTURES / "SPY.history.csv")
     # Exchange-time-zone timestamps map to their own calendar day; Yahoo's NaN holiday row is removed.
     jan19 = int(np.flatnonzero(m.dates == np.datetime64("2021-01-19"))[0])
     assert m.close[jan19, 1] == spy.loc[spy.Date.str.startswith("2021-01-19"), "Close"].item()
     assert not m.tradable[jan19 - 1, 1] and m.close[jan19 - 1, 1] == m.close[jan19 - 4, 1]  # MLK Monday
     assert not m.listed[:3, 1].any() and m.listed[3:, 1].all()  # first SPY quote: Mon 2021-01-04
-    btc = pd.read_csv(FIXTURES / "BTC-USD.csv")
+    btc = pd.read_csv(FIXTURES / "BTC-USD.history.csv")
     np.testing.assert_array_equal(m.close[:, 0], btc["Close"].to_numpy())
     # Cached atomically under cache_dir/yfinance (no temp files left); a second load makes no call.
     cached = sorted(p.name for p in (tmp_path / "cache" / "yfinance").iterdir())
