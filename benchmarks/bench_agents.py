@@ -33,11 +33,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from bench_common import UNIVERSE
+from bench_common import DEFAULT_DATA_DIR, real_data_config
 
 from agents.ppo_agent import PPOAgent
 from agents.sac_agent import SACAgent
-from data.config import DataConfig
 from data.market import DataError
 from environments.config import EnvConfig
 from environments.vector_env import BatchedHedgeFundEnv
@@ -104,7 +103,7 @@ def timed(fn) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/market"))
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--source", choices=("csv", "synthetic"), default="csv")
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--ppo-steps", type=int, default=1024, help="env decisions per PPO run")
@@ -118,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from data.feature_engineering import load_feature_store
 
-        data_cfg = DataConfig(universe=UNIVERSE, start="2019-01-01", end="2023-12-31", train_end="2022-12-31",
-                              source=args.source, data_dir=args.data_dir, risk_free="")
+        data_cfg = real_data_config(args.source, args.data_dir)
         store = load_feature_store(data_cfg, source=args.source, data_dir=args.data_dir)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)

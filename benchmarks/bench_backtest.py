@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_common import UNIVERSE
+from bench_common import DEFAULT_DATA_DIR, UNIVERSE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def make_run(root: Path, raw: dict, store) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "market"))
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--repeat", type=int, default=1, help="timed repetitions per optimiser (best kept)")
     args = parser.parse_args()
     if not Path(args.data_dir).is_dir():

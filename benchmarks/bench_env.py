@@ -33,9 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from bench_common import UNIVERSE
+from bench_common import DEFAULT_DATA_DIR, real_data_config
 
-from data.config import DataConfig
 from data.feature_engineering import load_feature_store
 from data.market import DataError, FeatureStore
 from environments.config import EnvConfig
@@ -140,14 +139,13 @@ def _rates(runners: list[_Runner], seconds: float) -> list[tuple[float, float, f
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/market"))
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--steps", type=int, default=600, help="length of the stepped span (days)")
     parser.add_argument("--num-envs", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=20.0, help="total timing budget")
     args = parser.parse_args(argv)
     try:
-        data_cfg = DataConfig(universe=UNIVERSE, start="2019-01-01", end="2023-12-31", train_end="2022-12-31",
-                              source="csv", data_dir=args.data_dir, risk_free="")
+        data_cfg = real_data_config("csv", args.data_dir)
         store = load_feature_store(data_cfg, source="csv", data_dir=args.data_dir)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -39,7 +39,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-from bench_common import UNIVERSE
+from bench_common import DEFAULT_DATA_DIR, UNIVERSE
 
 from data.config import DataConfig
 from data.data_loader import load_market
@@ -89,7 +89,7 @@ def _timed(fn, *args) -> tuple[int, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/market"))
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--start", default="2014-01-01")
     parser.add_argument("--end", default="2023-12-31")
     parser.add_argument("--epochs", type=int, default=5)

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_agents import latency_ms, sb3_adapter
+from bench_common import DEFAULT_DATA_DIR, real_data_config
 
 from agents.ppo_agent import PPOAgent
 from agents.ppo_encoders import ENCODERS
-from benchmarks.bench_agents import UNIVERSE, latency_ms, sb3_adapter
-from data.config import DataConfig
 from data.market import DataError
 from environments.config import EnvConfig
 from environments.vector_env import BatchedHedgeFundEnv
@@ -44,7 +44,7 @@ from environments.vector_env import BatchedHedgeFundEnv
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/market"))
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--source", choices=("csv", "synthetic"), default="csv")
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--window", type=int, default=60)
@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from data.feature_engineering import load_feature_store
 
-        data_cfg = DataConfig(universe=UNIVERSE, start="2019-01-01", end="2023-12-31", train_end="2022-12-31",
-                              source=args.source, data_dir=args.data_dir, risk_free="")
+        data_cfg = real_data_config(args.source, args.data_dir)
         store = load_feature_store(data_cfg, source=args.source, data_dir=args.data_dir)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)

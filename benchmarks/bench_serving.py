@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import UNIVERSE
+from bench_common import DEFAULT_DATA_DIR, UNIVERSE
 
 from data.config import DataConfig, to_mapping
 from data.market import DataError
@@ -179,7 +179,7 @@ def model_only(export: Path, obs: np.ndarray, n: int = 300) -> dict[str, dict[st
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "market"))
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--requests", type=int, default=3000)
     p.add_argument("--seconds", type=float, default=30.0)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_common import DEFAULT_DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_OVERRIDES: dict[str, Any] = {
@@ -70,7 +71,7 @@ def strategy_metrics(result: Any, rf: np.ndarray) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Walk-forward study on real data (paper universe).")
     p.add_argument("--config", default=str(ROOT / "configs" / "paper.yaml"))
-    p.add_argument("--data-dir", default="/work/shared/data/market")
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--years", type=int, nargs="+", default=[2021, 2022, 2023])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--timesteps", type=int, default=8192, help="PPO env steps per run")
