@@ -43,81 +43,22 @@ import numpy as np
 
 from data.config import DataConfig, from_mapping
 from data.market import DataError, FeatureStore
-from data.universe import calendar_of
 from environments.config import EnvConfig
 from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
 from evaluation import performance_metrics as pm
 from evaluation.benchmarks import BENCHMARKS, EvaluationConfig, benchmark_target, candidates_at
+from training.rollout import (  # noqa: F401 - StrategyResult, risk_free_series, torch_policy: public here too
+    MarketContext,
+    Policy,
+    StrategyResult,
+    risk_free_series,
+    run_episode,
+    strategy_metrics,
+    torch_policy,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart.yaml"
-
-#: ``policy(t, obs, weights) -> action (N+1,)``: t the decision day, obs the env observation,
-#: weights the current drifted weights (N+1,), cash last.
-Policy = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class StrategyResult:
-    """One strategy's path over the decision days ``t_0 .. t_{T-1}`` (T decisions).
-
-    - ``dates`` (T,): the decision days; ``returns[k]`` is earned from the close of ``dates[k]`` to the
-      next day's close, net of fees and slippage (simple return).
-    - ``nav`` (T+1,): NAV relative to the start (1.0 at the first decision).
-    - ``weights`` (T, N+1): post-trade weights at each decision, cash last.
-    - ``turnover`` (T,): sum of |risky weight change| per decision (fraction of NAV).
-    - ``cost`` (T,): fee + slippage as a fraction of the pre-trade NAV.
-    - ``interventions``: how many days each env intervention (weight_cap, closed_asset, ...) fired.
-    """
-
-    name: str
-    label: str
-    dates: np.ndarray
-    returns: np.ndarray
-    nav: np.ndarray
-    weights: np.ndarray
-    turnover: np.ndarray
-    cost: np.ndarray
-    interventions: dict[str, int]
-    seconds: float = 0.0
-
-
-def run_episode(env: CryptoHedgeFundEnv, policy: Policy, name: str, label: str) -> StrategyResult:
-    """Step ``env`` over its whole fixed span (``core.first .. core.last``) with ``policy``."""
-    t_start = time.perf_counter()
-    start, end = env.core.first, env.core.last
-    obs, info = env.reset(options={"start": start, "end": end})
-    n_steps = end - start
-    n1 = env.n_assets + 1
-    nav = np.empty(n_steps + 1)
-    nav[0] = info["nav"]
-    weights = np.empty((n_steps, n1))
-    turnover = np.empty(n_steps)
-    cost = np.empty(n_steps)
-    counts: dict[str, int] = {}
-    w = info["weights"]
-    for k in range(n_steps):
-        action = policy(start + k, obs, w)
-        obs, _, terminated, truncated, info = env.step(action)
-        w = info["weights"]
-        nav[k + 1] = info["nav"]
-        weights[k] = info["target_weights"]
-        turnover[k] = info["turnover"]
-        cost[k] = info["cost"] / nav[k] if nav[k] > 0 else 0.0
-        for item in info["interventions"]:
-            counts[item] = counts.get(item, 0) + 1
-        if terminated:  # liquidation or bankruptcy: the rest of the span is flat cash at the final NAV
-            nav[k + 2 :] = nav[k + 1]
-            weights[k + 1 :] = np.eye(n1)[-1]
-            turnover[k + 1 :] = 0.0
-            cost[k + 1 :] = 0.0
-            break
-    with np.errstate(divide="ignore", invalid="ignore"):
-        returns = np.where(nav[:-1] > 0, nav[1:] / nav[:-1] - 1.0, 0.0)
-    dates = np.asarray(env.core.dates[start:end], dtype="datetime64[D]")
-    return StrategyResult(name, label, dates, returns, nav / nav[0], weights, turnover, cost, counts,
-                          time.perf_counter() - t_start)
-
 
 class BenchmarkPolicy:
     """A benchmark rule as an env policy: rebalance on schedule, otherwise hold the drifted weights.
@@ -160,17 +101,6 @@ def benchmark_env_config(env_cfg: EnvConfig, buy_and_hold: bool) -> EnvConfig:
                                max_weight=cap)
 
 
-def risk_free_series(store: FeatureStore, data_cfg: DataConfig, periods: int) -> tuple[np.ndarray, str]:
-    """Daily risk-free return per store day (T,) and a label: the T-bill leg's return when the universe
-    has ``data.risk_free`` (e.g. BIL), else the configured annual rate de-annualised."""
-    ticker = (data_cfg.risk_free or "").strip().upper()
-    if ticker and ticker in store.tickers:
-        i = store.tickers.index(ticker)
-        return np.where(store.listed[:, i], store.returns[:, i], 0.0), f"{ticker} daily return"
-    rate = data_cfg.risk_free_rate
-    return pm.risk_free_daily(store.n_days, periods, annual_rate=rate), f"{rate:.2%} a year (constant)"
-
-
 def run_benchmarks(
     store: FeatureStore, env_cfg: EnvConfig, eval_cfg: EvaluationConfig, rf_daily: np.ndarray,
     start: str | None, end: str | None, costs_bps: dict[str, tuple[float, float]] | None = None,
@@ -191,20 +121,6 @@ def run_benchmarks(
         label = f"{eval_cfg.momentum_days}-day momentum" if name == "momentum" else bench.label
         results.append(run_episode(env, policy, name, label))
     return results
-
-
-def torch_policy(module: Any) -> Policy:
-    """Wrap a ``policy_module()`` (obs float32 [B, obs_dim] -> weights [B, N+1]) as an env policy."""
-    import torch
-
-    module.eval()
-
-    def act(t: int, obs: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            out = module(torch.as_tensor(obs, dtype=torch.float32)[None, :])
-        return np.clip(out[0].double().numpy(), 0.0, None)
-
-    return act
 
 
 def onnx_policy(path: Path, obs_dim: int, n_outputs: int) -> Policy:
@@ -284,14 +200,29 @@ def expand_runs(paths: list[str]) -> list[str]:
     return out
 
 
+def extended_data_config(data_cfg: DataConfig, end: str | None) -> DataConfig:
+    """``data_cfg`` with its ``end`` moved to ``end`` when ``end`` is later: a backtest on newer data loads
+    beyond the run's ``data.end`` (``train_end`` and so the normalisation span stay the run's)."""
+    if end is None:
+        return data_cfg
+    try:
+        later = np.datetime64(end, "D") > np.datetime64(data_cfg.end, "D")
+    except ValueError:
+        raise DataError(f"--end must be an ISO date like 2024-06-30, got '{end}'") from None
+    return dataclasses.replace(data_cfg, end=str(np.datetime64(end, "D"))) if later else data_cfg
+
+
 def build_store(data_cfg: DataConfig, source: str | None, data_dir: str | None,
-                manifest: dict[str, Any] | None, notes: list[str] | None = None) -> FeatureStore:
+                manifest: dict[str, Any] | None, notes: list[str] | None = None,
+                end: str | None = None) -> FeatureStore:
     """Load the market and build features; with a run manifest, apply its normalisation statistics and
     check that the universe and the feature set are the ones the policy was trained on. The loader's
-    notes (dropped tickers, trimmed calendar) are appended to ``notes``."""
+    notes (dropped tickers, trimmed calendar) are appended to ``notes``. An ``end`` after ``data.end``
+    extends the load (features are causal: each day's features use data up to that day only)."""
     from data.data_loader import load_market
     from data.feature_engineering import build_feature_store
 
+    data_cfg = extended_data_config(data_cfg, end)
     market = load_market(data_cfg, source=source, data_dir=data_dir, verbose=False)
     if notes is not None:
         notes.extend(f"data: {n}" for n in market.notes)
@@ -320,40 +251,38 @@ def load_eval_config(extra: dict[str, Any]) -> EvaluationConfig:
 
 
 # --------------------------------------------------------------------------------------- evaluation
-def _series_for_metrics(result: StrategyResult, rf: np.ndarray, periods: int) -> tuple[np.ndarray, ...]:
-    """(returns, rf, turnover) per period: daily on a 7-day portfolio, folded onto weekdays for 252."""
-    if periods == pm.PERIODS_WEEKDAY:
-        groups = pm.weekday_groups(result.dates)
-        turnover = np.bincount(groups, weights=result.turnover)
-        return pm.compound_by_group(result.returns, groups), pm.compound_by_group(rf, groups), turnover
-    return result.returns, rf, result.turnover
-
-
-def strategy_row(result: StrategyResult, rf: np.ndarray, periods: int, tickers: tuple[str, ...],
-                 categories: tuple[str, ...], kind: str) -> dict[str, Any]:
-    """JSON-safe summary of one strategy: metrics, average weights (per asset and per category)."""
-    r, rf_p, turnover = _series_for_metrics(result, rf, periods)
+def strategy_row(result: StrategyResult, context: MarketContext, tickers: tuple[str, ...], kind: str) -> dict[str, Any]:
+    """JSON-safe summary of one strategy: every ``training.metrics`` measure (returns, risk, turnover, cost
+    drag and the diagnostics ``active_share``/``regime_response``/``hedge_response``) under ``metrics``,
+    average weights per asset and per category."""
     avg = pm.average_weight(result.weights)
     return {
         "name": result.name, "label": result.label, "kind": kind,
-        "metrics": pm.summarize(r, rf_p, periods, daily_turnover=turnover),
+        "metrics": strategy_metrics(result, context),
         "avg_weight": dict(zip(list(tickers) + ["cash"], avg.tolist())),
-        "avg_weight_by_category": pm.average_weight_by_category(result.weights, categories),
+        "avg_weight_by_category": pm.average_weight_by_category(result.weights, context.categories),
         "interventions": dict(result.interventions),
     }
 
 
-def significance_entry(agent: StrategyResult, best: StrategyResult, best_label: str, rf: np.ndarray,
-                       periods: int, cfg: EvaluationConfig, n_trials: int, trials_source: str,
+def _excess_per_period(result: StrategyResult, context: MarketContext) -> np.ndarray:
+    """Per-period excess returns (folded onto weekdays for 252 periods), as the metrics use them."""
+    idx = context.day_index(result.dates)
+    r, rf, _, _ = pm.fold_to_periods(result.dates, result.returns, context.risk_free[idx], result.turnover,
+                                     result.cost, context.periods)
+    return r - rf
+
+
+def significance_entry(agent: StrategyResult, best: StrategyResult, best_label: str, context: MarketContext,
+                       cfg: EvaluationConfig, n_trials: int, trials_source: str,
                        trials_variance: float | None = None) -> dict[str, Any]:
     """Bootstrap CIs for the agent's Sharpe and its difference to the best benchmark, PSR and DSR.
 
     ``trials_variance``: variance of the tuning trials' per-period Sharpes (None: the estimator's own)."""
     from evaluation import significance as sig
 
-    a, rf_a, _ = _series_for_metrics(agent, rf, periods)
-    b, rf_b, _ = _series_for_metrics(best, rf, periods)
-    ex_a, ex_b = a - rf_a, b - rf_b
+    periods = context.periods
+    ex_a, ex_b = _excess_per_period(agent, context), _excess_per_period(best, context)
     block = cfg.bootstrap_block or sig.default_block_length(ex_a.shape[0])
     ci = sig.sharpe_confidence_interval(ex_a, periods, 0.95, cfg.n_boot, block, cfg.seed)
     diff = sig.sharpe_difference_interval(ex_a, ex_b, periods, 0.95, cfg.n_boot, block, cfg.seed)
@@ -421,12 +350,26 @@ def _simulate(runs: list[RunInfo], store: FeatureStore, experiment: Any, eval_cf
                 policy = torch_policy(agent.policy_module())
             except ValueError as err:
                 raise DataError(str(err)) from None
-        log(f"  agent {run.label}")
-        agents.append(run_episode(env, policy, f"agent_{len(agents)}", run.label))
+        label = f"{run.label} [ONNX]" if onnx is not None else run.label
+        log(f"  agent {label}")
+        agents.append(run_episode(env, policy, f"agent_{len(agents)}", label))
     bench_results = run_benchmarks(store, experiment.env, eval_cfg, rf_all, span_start, span_end, costs)
     log(f"  {len(bench_results)} benchmarks: {', '.join(b.name for b in bench_results)}")
 
     return agents, bench_results
+
+
+def source_warning(runs: list[RunInfo], store: FeatureStore) -> str | None:
+    """One sentence when the evaluation data's source differs from the source the (first) run trained on."""
+    if not runs:
+        return None
+    trained = runs[0].manifest.get("source")
+    trained_synth = bool(runs[0].manifest.get("synthetic", trained == "synthetic"))
+    if trained is None or (trained == store.source and trained_synth == store.synthetic):
+        return None
+    kind = lambda src, synth: f"{src} ({'SYNTHETIC' if synth else 'real'})"  # noqa: E731
+    return (f"the run was trained on {kind(trained, trained_synth)} data but is evaluated on "
+            f"{kind(store.source, store.synthetic)} data")
 
 
 def backtest(
@@ -441,35 +384,37 @@ def backtest(
     t0 = time.perf_counter()
     data_cfg = experiment.data
     eval_cfg = eval_cfg or load_eval_config(experiment.extra)
-    log(f"loading market and features: source={source or data_cfg.source} {data_cfg.start}..{data_cfg.end}")
+    load_cfg = extended_data_config(data_cfg, end)
+    log(f"loading market and features: source={source or data_cfg.source} {load_cfg.start}..{load_cfg.end}")
     data_notes: list[str] = []
-    store = build_store(data_cfg, source, data_dir, runs[0].manifest if runs else None, data_notes)
+    store = build_store(data_cfg, source, data_dir, runs[0].manifest if runs else None, data_notes, end=end)
     timings = {"load_and_features": time.perf_counter() - t0}
     for run in runs[1:]:
         if tuple(run.manifest["tickers"]) != tuple(store.tickers):
             raise DataError(f"run directory '{run.path}' is from another universe than '{runs[0].path}'")
+    warnings = [w for w in [source_warning(runs, store)] if w]
+    for w in warnings:
+        log(f"WARNING: {w}")
     if start is None and end is None:
         start = experiment.val_start
     windows = [experiment.env.window] + [r.experiment.env.window for r in runs]
     span_start, span_end = span_bounds(store, start, end, max(windows))
-    periods = pm.periods_per_year([calendar_of(t) for t in store.tickers])
-    rf_all, rf_label = risk_free_series(store, data_cfg, periods)
+    context = MarketContext.from_store(store, data_cfg)
+    periods = context.periods
     costs = {k: (float(v[0]), float(v[1])) for k, v in data_cfg.costs_bps.items()}
     log(f"backtesting {span_start} .. {span_end} on {store.n_assets} assets, {periods} periods a year")
 
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):  # small BLAS problems: threads only fight over the cores
-        agents, bench_results = _simulate(runs, store, experiment, eval_cfg, rf_all, span_start, span_end,
-                                          costs, onnx, log)
+        agents, bench_results = _simulate(runs, store, experiment, eval_cfg, context.risk_free, span_start,
+                                          span_end, costs, onnx, log)
 
     timings["simulate"] = time.perf_counter() - t0 - timings["load_and_features"]
     timings.update({f"strategy:{r.name}": r.seconds for r in agents + bench_results})
-    idx = np.searchsorted(store.dates, bench_results[0].dates)
-    rf = rf_all[idx]
-    tick, cats = tuple(store.tickers), tuple(store.categories)
-    agent_rows = [strategy_row(a, rf, periods, tick, cats, "agent") for a in agents]
-    bench_rows = [strategy_row(b, rf, periods, tick, cats, "benchmark") for b in bench_results]
+    tick = tuple(store.tickers)
+    agent_rows = [strategy_row(a, context, tick, "agent") for a in agents]
+    bench_rows = [strategy_row(b, context, tick, "benchmark") for b in bench_results]
     rows = list(agent_rows)
     if len(agent_rows) > 1:
         rows.append(reports.aggregate_rows(agent_rows, f"Agent mean ± sd over {len(agent_rows)} runs"))
@@ -483,7 +428,7 @@ def backtest(
         n_trials, trials_path, trial_sharpes = find_tuning_trials(run.path, run.path.parent)
         source_label = f"from {trials_path}" if trials_path else "no tuning study found"
         trials_var = float(np.var(trial_sharpes, ddof=1)) / periods if len(trial_sharpes) > 1 else None
-        significance.append(significance_entry(agent, best, best.label, rf, periods, eval_cfg, n_trials,
+        significance.append(significance_entry(agent, best, best.label, context, eval_cfg, n_trials,
                                                source_label, trials_var))
 
     annualisation = ("the portfolio holds assets quoted 7 days a week" if periods == pm.PERIODS_7D
@@ -498,15 +443,23 @@ def backtest(
     notes += data_notes
     if store.synthetic:
         notes.insert(0, "SYNTHETIC data: a simulated market, not real prices.")
+    policy_format = None
+    if runs:
+        policy_format = f"ONNX ({onnx}, run with onnxruntime)" if onnx else "PyTorch (policy.pth)"
     report = {
         "source": store.source, "synthetic": store.synthetic,
         "source_label": reports.SYNTHETIC_LABEL if store.synthetic else store.source,
-        "span": {"start": str(bench_results[0].dates[0]), "end": span_end, "n_days": int(idx.shape[0])},
-        "periods_per_year": periods, "annualisation": annualisation, "risk_free": rf_label,
-        "tickers": list(tick), "categories": list(cats),
-        "runs": [str(r.path) for r in runs], "onnx": str(onnx) if onnx else None,
+        "warnings": warnings,
+        "span": {"start": str(bench_results[0].dates[0]), "end": span_end,
+                 "n_days": int(bench_results[0].dates.shape[0])},
+        "training_span": {"start": data_cfg.start, "end": data_cfg.train_end,
+                          "source": runs[0].manifest.get("source") if runs else None} if runs else None,
+        "data_loaded": {"start": str(store.dates[0]), "end": str(store.dates[-1])},
+        "periods_per_year": periods, "annualisation": annualisation, "risk_free": context.risk_free_label,
+        "tickers": list(tick), "categories": list(context.categories),
+        "runs": [str(r.path) for r in runs], "onnx": str(onnx) if onnx else None, "policy_format": policy_format,
         "strategies": rows, "best_benchmark": best.name, "significance": significance,
-        "insights": reports.allocation_insights(agents + bench_results, store), "notes": notes,
+        "insights": reports.allocation_insights(agents + bench_results, context), "notes": notes,
         "evaluation_config": dataclasses.asdict(eval_cfg),
     }
     timings["metrics_and_significance"] = time.perf_counter() - t0 - sum(
@@ -515,8 +468,14 @@ def backtest(
     out.mkdir(parents=True, exist_ok=True)
     reports.atomic_write_text(out / "metrics.md", reports.markdown_report(report))
     focus = agents[0] if agents else best
+    reports.write_returns_csv(out / "returns.csv", agents + bench_results)
+    reports.write_weights_csv(out / "weights.csv", focus, tick)
+    for extra in agents[1:]:
+        reports.write_weights_csv(out / f"weights_{extra.name}.csv", extra, tick)
+    report["files"] = {"returns.csv": "daily net simple return per strategy (column = strategy name)",
+                       "weights.csv": f"daily post-trade weights of {focus.label} per ticker and CASH"}
     title = f"{report['source_label']}, {report['span']['start']} .. {span_end}"
-    reports.write_plotly(out / "charts.html", agents + bench_results, focus, cats, tick, title)
+    reports.write_plotly(out / "charts.html", agents + bench_results, focus, context.categories, tick, title)
     if tearsheet:
         if agents:
             other, other_label = best, best.label
@@ -524,14 +483,13 @@ def backtest(
             other = next((b for b in bench_results if b.name == "equal_weight_bh" and b is not best),
                          bench_results[0] if bench_results[0] is not best else bench_results[-1])
             other_label = other.label
-        reports.write_quantstats(out / "tearsheet.html", focus.returns, focus.dates, f"{focus.label} - {title}",
-                                 other.returns, other_label, periods, rf)
+        reports.write_quantstats(out / "tearsheet.html", focus, other, other_label, context, title)
     timings["reports"] = time.perf_counter() - t_rep
     timings["total"] = time.perf_counter() - t0
     report["timings_s"] = timings
     reports.write_json(out / "metrics.json", report)
-    log(f"wrote {out}/metrics.json, metrics.md, charts.html{', tearsheet.html' if tearsheet else ''} "
-        f"in {time.perf_counter() - t0:.1f} s")
+    log(f"wrote {out}/metrics.json, metrics.md, returns.csv, weights.csv, charts.html"
+        f"{', tearsheet.html' if tearsheet else ''} in {time.perf_counter() - t0:.1f} s")
     return report
 
 
@@ -553,7 +511,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="training run directory (repeat or list several for seeds)")
     p.add_argument("--onnx", default=None, help="exported ONNX policy to run instead of policy.pth")
     p.add_argument("--start", default=None, help="first decision day (ISO); default: day after data.train_end")
-    p.add_argument("--end", default=None, help="last day (ISO); default: data.end")
+    p.add_argument("--end", default=None,
+                   help="last day (ISO); default: data.end. A later date extends the load beyond the run's "
+                        "data.end (use with a newer --data-dir); normalisation stays the run's")
     p.add_argument("--source", choices=("yfinance", "csv", "synthetic"), default=None, help="override data.source")
     p.add_argument("--data-dir", default=None, help="folder of yfinance-layout CSVs for --source csv")
     p.add_argument("--config", default=None,

@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.performance_metrics import METRIC_COLUMNS, drawdown_series, weight_by_category
+from evaluation.performance_metrics import (
+    DIAGNOSTIC_COLUMNS,
+    METRIC_COLUMNS,
+    drawdown_series,
+    fold_to_periods,
+    volatile_days,
+    weight_by_category,
+)
 
 SYNTHETIC_LABEL = "SYNTHETIC (simulated market, not real prices)"
 
@@ -80,23 +87,17 @@ def aggregate_rows(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
             "avg_weight_by_category": by_cat, "n_runs": len(rows)}
 
 
-def allocation_insights(results: Sequence[Any], store: Any, top_fraction: float = 0.1) -> dict[str, Any]:
-    """Average weight by category, and hedge / stable+cash weight on the most volatile days vs the rest.
+def allocation_insights(results: Sequence[Any], context: Any) -> dict[str, Any]:
+    """Average weight by category, and hedge / stable+cash weight on the volatile days vs the rest.
 
-    A day's volatility is the trailing 20-day standard deviation of the equal-weight return of the listed
-    non-stable assets, known at that day's close (``store.returns[t-20:t]``), so it measures what the
-    policy could see when it chose its weights.
+    ``context`` is a ``training.rollout.MarketContext``: the volatile days are the top decile of the span's
+    days by the trailing 20-day volatility of the equal-weight risky return known at that day's close, the
+    same days as the ``regime_response``/``hedge_response`` diagnostics (which are the differences of the
+    columns here).
     """
-    cats = tuple(store.categories)
-    risky = np.array([c != "stable" for c in cats])
-    listed = store.listed & risky
-    with np.errstate(invalid="ignore", divide="ignore"):
-        market = np.where(listed.any(axis=1), (store.returns * listed).sum(axis=1) / listed.sum(axis=1), 0.0)
-    idx = np.searchsorted(store.dates, results[0].dates)
-    vol = np.array([np.std(market[max(t - 20, 0):t], ddof=1) if t >= 3 else 0.0 for t in idx])
-    n_top = max(1, int(round(top_fraction * idx.shape[0])))
-    volatile = np.zeros(idx.shape[0], dtype=bool)
-    volatile[np.argsort(-vol, kind="stable")[:n_top]] = True
+    cats = tuple(context.categories)
+    idx = context.day_index(results[0].dates)
+    volatile = volatile_days(context.volatility[idx])
     rows = []
     for r in results:
         by_cat = weight_by_category(r.weights, cats)
@@ -104,13 +105,33 @@ def allocation_insights(results: Sequence[Any], store: Any, top_fraction: float 
         defensive = by_cat.get("stable", np.zeros(r.weights.shape[0])) + by_cat["cash"]
         rows.append({
             "label": r.label, "avg_by_category": {k: float(v.mean()) for k, v in by_cat.items()},
-            "hedge_volatile": float(hedge[volatile].mean()), "hedge_other": float(hedge[~volatile].mean()),
+            "hedge_volatile": float(hedge[volatile].mean()),
+            "hedge_other": float(hedge[~volatile].mean()) if (~volatile).any() else float("nan"),
             "defensive_volatile": float(defensive[volatile].mean()),
             "defensive_other": float(defensive[~volatile].mean()) if (~volatile).any() else float("nan"),
         })
-    return {"top_fraction": top_fraction, "n_volatile": n_top,
+    return {"top_fraction": 0.1, "n_volatile": int(volatile.sum()),
             "volatility_measure": "trailing 20-day volatility of the equal-weight non-stable return",
             "categories": list(dict.fromkeys(cats)) + ["cash"], "rows": rows}
+
+
+def write_returns_csv(path: Path, results: Sequence[Any]) -> None:
+    """``returns.csv``: one row per decision day (``date``), one column per strategy (its ``name``) holding
+    the daily net simple return earned from that day's close to the next; full float precision."""
+    names = [r.name for r in results]
+    lines = ["date," + ",".join(names)]
+    for k, d in enumerate(np.asarray(results[0].dates, dtype="datetime64[D]")):
+        lines.append(f"{d}," + ",".join(repr(float(r.returns[k])) for r in results))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def write_weights_csv(path: Path, result: Any, tickers: Sequence[str]) -> None:
+    """``weights.csv``: one row per decision day (``date``), one column per ticker and ``CASH``: the
+    post-trade weights (fraction of NAV) chosen at that day's close; full float precision (``repr``)."""
+    lines = ["date," + ",".join(list(tickers) + ["CASH"])]
+    for d, w in zip(np.asarray(result.dates, dtype="datetime64[D]"), np.asarray(result.weights, np.float64)):
+        lines.append(f"{d}," + ",".join(repr(float(x)) for x in w))
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -123,14 +144,16 @@ def _fmt(value: Any, kind: str) -> str:
     return f"{value:.3f}"
 
 
-def metrics_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown table, one row per strategy (``{"label", "metrics", "spread"?}``), columns METRIC_COLUMNS."""
-    head = "| Strategy | " + " | ".join(label for _, label, _ in METRIC_COLUMNS) + " |"
-    sep = "|---|" + "|".join("---:" for _ in METRIC_COLUMNS) + "|"
+def metrics_table(rows: Sequence[dict[str, Any]],
+                  columns: Sequence[tuple[str, str, str]] = METRIC_COLUMNS) -> str:
+    """Markdown table, one row per strategy (``{"label", "metrics", "spread"?}``), one column per
+    ``(key, label, format)`` of ``columns`` (default METRIC_COLUMNS)."""
+    head = "| Strategy | " + " | ".join(label for _, label, _ in columns) + " |"
+    sep = "|---|" + "|".join("---:" for _ in columns) + "|"
     lines = [head, sep]
     for row in rows:
         cells = []
-        for key, _, kind in METRIC_COLUMNS:
+        for key, _, kind in columns:
             cell = _fmt(row["metrics"].get(key), kind)
             spread = (row.get("spread") or {}).get(key)
             if spread is not None:
@@ -143,11 +166,19 @@ def metrics_table(rows: Sequence[dict[str, Any]]) -> str:
 def markdown_report(report: dict[str, Any]) -> str:
     """The human-readable report: labels, the metrics table, significance, allocation insights."""
     src = SYNTHETIC_LABEL if report["synthetic"] else f"{report['source']} (real market data)"
-    lines = [
-        "# Backtest report",
-        "",
-        f"- Data source: **{src}**",
-        f"- Span: {report['span']['start']} .. {report['span']['end']} ({report['span']['n_days']} decisions)",
+    lines = ["# Backtest report", ""]
+    lines += [f"> **WARNING: {w}.**" for w in report.get("warnings") or []]
+    if report.get("warnings"):
+        lines.append("")
+    lines += [f"- Data source: **{src}**"]
+    if report.get("policy_format"):
+        lines.append(f"- Agent policy: **{report['policy_format']}**")
+    train = report.get("training_span")
+    if train:
+        lines.append(f"- Training span: {train['start']} .. {train['end']} (source: {train['source']})")
+    lines += [
+        f"- Evaluation span: {report['span']['start']} .. {report['span']['end']} "
+        f"({report['span']['n_days']} decisions)",
         f"- Annualisation: **{report['periods_per_year']} periods a year** ({report['annualisation']})",
         f"- Risk-free rate for Sharpe/Sortino (excess returns): {report['risk_free']}",
         f"- Universe: {', '.join(report['tickers'])}",
@@ -155,10 +186,20 @@ def markdown_report(report: dict[str, Any]) -> str:
         "## Metrics",
         "",
         "Returns are net of fees and slippage. Sharpe and Sortino are on excess return over the risk-free "
-        "rate; VaR/CVaR are historical one-day 95% figures (negative = loss); turnover is the mean daily "
-        "sum of |weight change|.",
+        "rate; max drawdown, VaR and CVaR are returns (negative = loss; VaR/CVaR historical one-day 95%); "
+        "turnover is the mean daily sum of |risky weight change|. The same definitions (training.metrics) "
+        "give the training run's validation.json and learning curves.",
         "",
         metrics_table(report["strategies"]),
+        "",
+        "## What each strategy does",
+        "",
+        "Active share: mean daily 0.5 * sum |w - equal weight| over the assets and cash (0 = equal weight). "
+        "Regime response: stable+cash share of NAV on the volatile days (top decile of trailing 20-day "
+        "volatility of the equal-weight risky return) minus that share on the other days; hedge response: "
+        "the same for the hedge category. Cost drag: fees + slippage per year as a fraction of NAV.",
+        "",
+        metrics_table(report["strategies"], DIAGNOSTIC_COLUMNS),
         "",
     ]
     sig = report.get("significance") or []
@@ -200,12 +241,13 @@ def markdown_report(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_quantstats(path: Path, returns: np.ndarray, dates: np.ndarray, title: str, bench_returns: np.ndarray,
-                     bench_name: str, periods: int, rf_daily: np.ndarray) -> None:
-    """quantstats HTML tear sheet of ``returns`` (T,) against ``bench_returns`` (T,) on the same days.
+def write_quantstats(path: Path, focus: Any, other: Any, other_label: str, context: Any, title: str) -> None:
+    """quantstats HTML tear sheet of ``focus`` against ``other`` (strategy results on the same days).
 
-    quantstats takes one annual ``rf`` (it de-annualises it itself), so the tear sheet uses the span's
-    average daily risk-free return, annualised; ``metrics.md`` uses the day-by-day series.
+    It gets the same per-period series as ``metrics.md`` (folded onto weekdays for 252 periods, on the same
+    dates). quantstats takes one constant annual ``rf``: with a constant configured rate that is the same
+    risk-free leg; with a T-bill series the tear sheet uses its span mean, annualised, and says so in its
+    title (``metrics.md`` subtracts the series day by day).
     """
     import pandas as pd
 
@@ -215,17 +257,33 @@ def write_quantstats(path: Path, returns: np.ndarray, dates: np.ndarray, title: 
     matplotlib.use("Agg")
     import quantstats as qs
 
-    idx = pd.DatetimeIndex(np.asarray(dates, dtype="datetime64[ns]"))
-    strat = pd.Series(np.asarray(returns, dtype=float), index=idx, name="Strategy")
-    bench = pd.Series(np.asarray(bench_returns, dtype=float), index=idx, name=bench_name)
-    rf = float((1.0 + float(np.mean(rf_daily))) ** periods - 1.0)
+    periods = context.periods
+    idx = context.day_index(focus.dates)
+    series = {}
+    for res in (focus, other):
+        r, rf, _, _ = fold_to_periods(res.dates, res.returns, context.risk_free[idx], res.turnover, res.cost,
+                                      periods)
+        series[res.name] = r
+    dates = np.asarray(focus.dates, dtype="datetime64[D]")
+    if periods == 252:  # one row per weekday group, dated by its first day
+        from evaluation.performance_metrics import weekday_groups
+
+        groups = weekday_groups(dates)
+        dates = dates[np.r_[0, np.flatnonzero(np.diff(groups)) + 1]]
+    pidx = pd.DatetimeIndex(dates.astype("datetime64[ns]"))
+    strat = pd.Series(series[focus.name], index=pidx, name="Strategy")
+    bench = pd.Series(series[other.name], index=pidx, name=other_label)
+    rf_annual = float((1.0 + float(np.mean(rf))) ** periods - 1.0)
+    constant = bool(np.ptp(rf) <= 1e-15)
+    rf_note = ("" if constant else f" [rf: constant {rf_annual:.2%}/yr = span mean of {context.risk_free_label}; "
+               "metrics.md subtracts the daily series]")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".html")
     os.close(fd)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            qs.reports.html(strat, benchmark=bench, rf=rf, output=tmp, title=title, periods_per_year=periods,
-                            download_filename=path.name)
+            qs.reports.html(strat, benchmark=bench, rf=rf_annual, output=tmp, title=f"{focus.label} - {title}{rf_note}",
+                            periods_per_year=periods, download_filename=path.name)
         _publish(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from training.metrics import sharpe_ratio_rows
+
 EULER_GAMMA = 0.5772156649015329
 
 
@@ -57,16 +59,6 @@ def stationary_bootstrap_indices(
     return (first_day + (pos - last_start)) % n
 
 
-def _sharpe_rows(x: np.ndarray, periods: int) -> np.ndarray:
-    """Annualised Sharpe of each row of ``x`` (B, n); 0 where a row has no dispersion."""
-    sd = x.std(axis=1, ddof=1)
-    mean = x.mean(axis=1)
-    out = np.zeros_like(mean)
-    ok = sd > 1e-15
-    out[ok] = mean[ok] / sd[ok] * math.sqrt(periods)
-    return out
-
-
 @dataclass(frozen=True)
 class Interval:
     """A point estimate with a two-sided percentile interval at ``level`` (0.95 = 95%)."""
@@ -88,8 +80,8 @@ def sharpe_confidence_interval(
     """Annualised Sharpe of ``excess`` (T,) with a stationary-bootstrap percentile interval."""
     x = np.asarray(excess, dtype=np.float64)
     idx = stationary_bootstrap_indices(x.shape[0], n_boot, block, seed)
-    boot = _sharpe_rows(x[idx], periods)
-    point = float(_sharpe_rows(x[None, :], periods)[0])
+    boot = sharpe_ratio_rows(x[idx], periods)
+    point = float(sharpe_ratio_rows(x[None, :], periods)[0])
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(boot, [alpha, 1.0 - alpha])
     return Interval(point, float(lo), float(hi), level)
@@ -108,8 +100,8 @@ def sharpe_difference_interval(
     if a.shape != b.shape:
         raise ValueError(f"series must have the same length, got {a.shape} and {b.shape}")
     idx = stationary_bootstrap_indices(a.shape[0], n_boot, block, seed)
-    diff = _sharpe_rows(a[idx], periods) - _sharpe_rows(b[idx], periods)
-    point = float(_sharpe_rows(a[None, :], periods)[0] - _sharpe_rows(b[None, :], periods)[0])
+    diff = sharpe_ratio_rows(a[idx], periods) - sharpe_ratio_rows(b[idx], periods)
+    point = float(sharpe_ratio_rows(a[None, :], periods)[0] - sharpe_ratio_rows(b[None, :], periods)[0])
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(diff, [alpha, 1.0 - alpha])
     return Interval(point, float(lo), float(hi), level)

@@ -216,7 +216,11 @@ def test_weekday_only_portfolio_is_annualised_on_trading_days():
     assert periods == 252
     res = run_benchmarks(etf, EnvConfig(window=5), bm.EvaluationConfig(lookback=10, momentum_days=5),
                          np.zeros(etf.n_days), None, None, names=["equal_weight"])[0]
-    row = strategy_row(res, np.zeros(res.returns.shape[0]), periods, etf.tickers, etf.categories, "benchmark")
+    from training.rollout import MarketContext
+
+    context = MarketContext(etf.dates.astype("datetime64[D]"), etf.listed, etf.categories, np.zeros(etf.n_days),
+                            np.zeros(etf.n_days), "zero", periods)
+    row = strategy_row(res, context, etf.tickers, "benchmark")
     weekdays = int((((res.dates.astype(np.int64) + 3) % 7) < 5).sum())
     # weekend days are folded into the previous weekday: same total, T = number of trading days
     assert row["metrics"]["total_return"] == pytest.approx(pm.total_return(res.returns), rel=1e-12)
@@ -241,14 +245,17 @@ def test_benchmark_env_config_keeps_costs_and_drops_leverage():
 def test_allocation_insights_by_hand():
     from types import SimpleNamespace
 
+    from data.config import DataConfig
     from evaluation.reports import allocation_insights
+    from training.rollout import MarketContext
 
     n_days = 60
     dates = np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-01-01") + n_days)
     returns = np.zeros((n_days, 3))
     returns[30:35, 0] = [0.2, -0.2, 0.2, -0.2, 0.2]  # a burst of volatility in the risky asset
     store = SimpleNamespace(dates=dates, categories=("growth", "hedge", "stable"), returns=returns,
-                            listed=np.ones((n_days, 3), dtype=bool))
+                            listed=np.ones((n_days, 3), dtype=bool), tickers=("BTC-USD", "GLD", "USDT-USD"),
+                            n_days=n_days)
     days = dates[25:55]  # 30 decision days; trailing vol is high on days 31..54 (window of 20 past days)
     weights = np.tile([0.6, 0.1, 0.2, 0.1], (30, 1))
     # the policy holds more hedge on the three days with the highest trailing volatility
@@ -257,9 +264,16 @@ def test_allocation_insights_by_hand():
     top = np.argsort(-past, kind="stable")[:3]
     weights[top] = [0.3, 0.4, 0.2, 0.1]
     res = SimpleNamespace(label="hedger", dates=days, weights=weights)
-    ins = allocation_insights([res], store, top_fraction=0.1)
+    context = MarketContext.from_store(store, DataConfig(risk_free="", risk_free_rate=0.0))
+    ins = allocation_insights([res], context)
     row = ins["rows"][0]
     assert ins["n_volatile"] == 3
     assert row["hedge_volatile"] == pytest.approx(0.4) and row["hedge_other"] == pytest.approx(0.1)
     assert row["defensive_volatile"] == pytest.approx(0.3) and row["defensive_other"] == pytest.approx(0.3)
     assert row["avg_by_category"]["hedge"] == pytest.approx((3 * 0.4 + 27 * 0.1) / 30)
+    # the diagnostics are the differences of these columns, on the same volatile days
+    from training import metrics as M
+
+    volatile = M.volatile_days(context.volatility[t])
+    assert M.hedge_response(weights, store.categories, volatile) == pytest.approx(0.3)
+    assert M.regime_response(weights, store.categories, volatile) == pytest.approx(0.0)

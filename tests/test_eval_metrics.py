@@ -1,4 +1,5 @@
-"""Performance metrics against quantstats (same series, same periods, same rf) and hand computations."""
+"""The one metrics module (``training.metrics``, re-exported as ``evaluation.performance_metrics``) against
+quantstats (same series, same periods, same rf) and hand computations, diagnostics included."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from evaluation import performance_metrics as pm
+import quantstats.stats as qs_stats
+
+from evaluation import performance_metrics
+from training import metrics as pm
 
 warnings.filterwarnings("ignore", module="quantstats")
-qs_stats = pytest.importorskip("quantstats.stats")
 
 
 def _series(seed: int = 0, n: int = 400, mu: float = 0.0008, sigma: float = 0.02) -> np.ndarray:
@@ -110,7 +113,9 @@ def test_summarize_keys_and_bad_input():
     r = _series(1, n=50)
     out = pm.summarize(r, 0.0, 365, daily_turnover=np.full(50, 0.02))
     assert [k for k, _, _ in pm.METRIC_COLUMNS] == list(out)
-    assert out["turnover"] == pytest.approx(0.02)
+    assert out["turnover"] == pytest.approx(0.02) and out["cost_drag"] == 0.0
+    out = pm.summarize(r, 0.0, 365, daily_cost=np.full(50, 0.0001))
+    assert out["cost_drag"] == pytest.approx(0.0365)
     with pytest.raises(ValueError):
         pm.sharpe_ratio(np.array([0.01, np.nan]), 0.0, 365)
     with pytest.raises(ValueError):
@@ -133,3 +138,77 @@ def test_invariants(r):
     # scaling returns leaves the zero-rf Sharpe unchanged (up to rounding)
     if np.std(r, ddof=1) > 1e-6:
         assert pm.sharpe_ratio(0.5 * r, 0.0, 365) == pytest.approx(pm.sharpe_ratio(r, 0.0, 365), rel=1e-6, abs=1e-9)
+
+
+def test_evaluation_name_is_the_same_module():
+    """One definition: the evaluation layer's module re-exports training.metrics' functions unchanged."""
+    for name in ("sharpe_ratio", "sortino_ratio", "max_drawdown", "value_at_risk", "summarize", "active_share"):
+        assert getattr(performance_metrics, name) is getattr(pm, name)
+
+
+def test_sortino_without_a_losing_day_is_nan_and_sharpe_without_dispersion_is_zero():
+    assert np.isnan(pm.sortino_ratio(np.full(10, 0.01), 0.0, 365))
+    assert pm.sharpe_ratio(np.full(10, 0.01), 0.0, 365) == 0.0
+    rows = pm.sharpe_ratio_rows(np.array([[0.01, -0.01, 0.02], [0.01, 0.01, 0.01]]), 1)
+    assert rows[0] == pytest.approx(pm.sharpe_ratio(np.array([0.01, -0.01, 0.02]), 0.0, 1)) and rows[1] == 0.0
+
+
+def test_active_share_by_hand():
+    # 3 assets + cash; asset 2 is not listed on day 0, so equal weight is (1/2, 1/2, 0, 0) then (1/3,1/3,1/3,0)
+    listed = np.array([[True, True, False], [True, True, True]])
+    np.testing.assert_allclose(pm.equal_weights(listed), [[0.5, 0.5, 0, 0], [1 / 3, 1 / 3, 1 / 3, 0]])
+    w = np.array([[0.5, 0.5, 0.0, 0.0],       # equal weight: 0
+                  [0.0, 0.0, 0.0, 1.0]])      # all cash: 0.5 * (1/3 * 3 + 1) = 1
+    assert pm.active_share(w, listed) == pytest.approx(0.5)
+    # a policy stuck at uniform weights over N assets + cash scores 1 / (N + 1)
+    n = 18
+    uniform = np.full((4, n + 1), 1 / (n + 1))
+    assert pm.active_share(uniform, np.ones((4, n), bool)) == pytest.approx(1 / (n + 1))
+    with pytest.raises(ValueError):
+        pm.active_share(np.ones((2, 3)), listed)
+
+
+def test_trailing_volatility_and_volatile_days_by_hand():
+    market = np.array([0.0, 0.01, -0.01, 0.03, 0.0, 0.0])
+    vol = pm.trailing_volatility(market, window=2)
+    # day t uses market[t-2:t]: nothing known at days 0, 1; then std of pairs, ddof=1
+    expected = [0, 0, np.std([0.0, 0.01], ddof=1), np.std([0.01, -0.01], ddof=1), np.std([-0.01, 0.03], ddof=1),
+                np.std([0.03, 0.0], ddof=1)]
+    np.testing.assert_allclose(vol, expected)
+    np.testing.assert_array_equal(pm.volatile_days(vol, 0.34), [False, False, False, False, True, True])
+    np.testing.assert_array_equal(pm.volatile_days(np.zeros(5), 0.1), [True, False, False, False, False])  # ties: earlier
+    ret = np.array([[0.1, 0.3, 0.5], [0.2, 0.0, 0.5]])
+    cats = ("growth", "hedge", "stable")
+    listed = np.array([[True, True, True], [True, False, True]])
+    np.testing.assert_allclose(pm.equal_weight_risky_return(ret, listed, cats), [0.2, 0.2])
+
+
+def test_regime_and_hedge_response_by_hand():
+    cats = ("growth", "hedge", "stable")
+    # 4 days; day 1 and 3 volatile. stable+cash: 0.3, 0.7, 0.3, 0.5 -> (0.7+0.5)/2 - 0.3 = 0.3
+    w = np.array([[0.6, 0.1, 0.2, 0.1], [0.1, 0.2, 0.4, 0.3], [0.6, 0.1, 0.1, 0.2], [0.2, 0.3, 0.5, 0.0]])
+    volatile = np.array([False, True, False, True])
+    assert pm.regime_response(w, cats, volatile) == pytest.approx(0.3)
+    # hedge: (0.2 + 0.3)/2 - 0.1 = 0.15
+    assert pm.hedge_response(w, cats, volatile) == pytest.approx(0.15)
+    # a constant allocation responds to nothing; no volatile day (or all) gives 0
+    const = np.tile(w[0], (4, 1))
+    assert pm.regime_response(const, cats, volatile) == pytest.approx(0.0)
+    assert pm.regime_response(w, cats, np.zeros(4, bool)) == 0.0
+    assert pm.hedge_response(w[:, [0, 2, 3]], ("growth", "stable"), volatile) == 0.0  # no hedge category
+    d = pm.diagnostics(w, np.ones((4, 3), bool), cats, volatile)
+    assert list(d) == [k for k, _, _ in pm.DIAGNOSTIC_COLUMNS]
+    assert d["active_share"] == pytest.approx(np.mean(0.5 * np.abs(w - [1 / 3, 1 / 3, 1 / 3, 0]).sum(axis=1)))
+
+
+def test_fold_to_periods_by_hand():
+    dates = np.arange(np.datetime64("2024-01-05"), np.datetime64("2024-01-09"))  # Fri, Sat, Sun, Mon
+    r = np.array([0.1, 0.0, 0.1, -0.5])
+    rf, turn, cost = np.full(4, 0.001), np.array([0.2, 0.0, 0.0, 0.1]), np.array([0.01, 0, 0, 0.02])
+    same = pm.fold_to_periods(dates, r, rf, turn, cost, 365)
+    np.testing.assert_allclose(same[0], r)
+    fr, frf, ft, fc = pm.fold_to_periods(dates, r, rf, turn, cost, 252)
+    np.testing.assert_allclose(fr, [1.1 * 1.0 * 1.1 - 1, -0.5])
+    np.testing.assert_allclose(frf, [1.001 ** 3 - 1, 0.001])
+    np.testing.assert_allclose(ft, [0.2, 0.1])
+    np.testing.assert_allclose(fc, [0.01, 0.02])

@@ -122,10 +122,11 @@ def test_train_cli_end_to_end_writes_a_complete_run_directory(tmp_path):
     assert manifest["train_end"] == "2022-12-31" and manifest["synthetic"] is True
     assert len(manifest["norm"]["mean"]) == len(manifest["feature_names"])
     val = json.loads((out / "validation.json").read_text())
-    assert val["start"] == "2023-01-01" and val["end"] == "2023-12-31" and val["risk_free"] == "BIL"
-    assert np.isfinite(val["sharpe"]) and 0 <= val["max_drawdown"] < 1 and val["global_step"] == 512
+    assert val["start"] == "2023-01-01" and val["end"] == "2023-12-31" and val["risk_free"] == "BIL daily return"
+    assert np.isfinite(val["sharpe"]) and -1 < val["max_drawdown"] <= 0 and val["global_step"] == 512
     curves = (out / "curves.csv").read_text().splitlines()
-    assert curves[0].startswith("timestep,episode,length,reward,nav,sharpe,sortino,max_drawdown,var95,cvar95")
+    assert curves[0].startswith("timestep,episode,length,reward,nav,sharpe,sortino,max_drawdown,var_95,cvar_95,turnover,cost_drag,"
+                             "active_share,regime_response,hedge_response")
     assert len(curves) > 1
     # The run directory rebuilds the policy without pickle; it maps observations onto the simplex.
     from agents.io import load_agent

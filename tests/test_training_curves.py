@@ -1,100 +1,73 @@
-"""Training-side metric helpers and learning-curve writers: hand-computed cases, skfolio cross-checks,
-property tests, and the walk-forward fold arithmetic (pure date logic)."""
+"""Learning curves: episode records with the one metrics module's measures and diagnostics (hand-computed
+cases), CSV/PNG round trip, and the walk-forward fold arithmetic (pure date logic)."""
 
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from data.market import DataError
+from training import metrics as M
 from training.curves import (
+    CURVE_COLUMNS,
     EpisodeTracker,
-    cvar,
-    max_drawdown,
+    episode_record,
     plot_curves,
     read_curves_csv,
-    sharpe_ratio,
-    sortino_ratio,
-    turnover,
-    value_at_risk,
     write_curves_csv,
 )
+from training.rollout import MarketContext
 from training.walk_forward import expanding_folds
 
-returns_strategy = arrays(
-    np.float64, st.integers(5, 200), elements=st.floats(-0.5, 0.5, allow_nan=False, allow_subnormal=False)
-)
+
+def _context(n_days=40, periods=365):
+    dates = np.arange(np.datetime64("2024-01-01"), np.datetime64("2024-01-01") + n_days)
+    vol = np.zeros(n_days)
+    vol[[10, 15]] = 1.0  # the two volatile days in days 5..24
+    return MarketContext(dates, np.ones((n_days, 2), bool), ("growth", "stable"), vol, np.full(n_days, 0.0001),
+                         "0.01% a day", periods)
 
 
-def test_sharpe_and_sortino_by_hand():
-    r = np.array([0.01, -0.02, 0.03, 0.0])
-    mean = 0.005
-    sd = math.sqrt(((0.005) ** 2 + (0.025) ** 2 + (0.025) ** 2 + (0.005) ** 2) / 3)
-    assert sharpe_ratio(r, periods_per_year=1) == pytest.approx(mean / sd)
-    assert sharpe_ratio(r) == pytest.approx(mean / sd * math.sqrt(365))
-    downside = math.sqrt(0.02**2 / 4)
-    assert sortino_ratio(r, periods_per_year=1) == pytest.approx(mean / downside)
-    # The risk-free leg is subtracted day by day.
-    rf = np.array([0.001, 0.001, 0.001, 0.001])
-    assert sharpe_ratio(r, rf, 1) == pytest.approx((mean - 0.001) / sd)
-    assert sharpe_ratio(np.full(10, 0.01)) == 0.0  # zero volatility
-    assert sortino_ratio(np.full(10, 0.01)) == 0.0  # no losing day
+def _same(a, b):
+    return all((x == y) or (isinstance(x, float) and math.isnan(x) and math.isnan(y)) for x, y in zip(a, b))
 
 
-def test_drawdown_var_cvar_by_hand():
-    # NAV: 1.1, 0.88, 0.968, 1.2 -> worst trough 0.88 from peak 1.1 = 20% loss
-    r = np.array([0.1, -0.2, 0.1, 0.2396694214876033])
-    assert max_drawdown(r) == pytest.approx(0.2)
-    assert max_drawdown(np.array([-0.1])) == pytest.approx(0.1)  # the start is a peak
-    assert max_drawdown(np.array([0.05, 0.05])) == 0.0
-    # 20 days, level 0.9: k = 2 worst days form the tail; VaR = third largest loss.
-    r = -np.arange(20, dtype=np.float64) / 100.0  # losses 0.00 .. 0.19
-    assert value_at_risk(r, 0.9) == pytest.approx(0.17)
-    assert cvar(r, 0.9) == pytest.approx((0.19 + 0.18) / 2)
-    # Fractional tail: 20 days at 0.95 -> one full day.
-    assert cvar(r, 0.95) == pytest.approx(0.19)
-    assert cvar(r, 0.975) == pytest.approx(0.19)  # half a day of the worst loss
-
-
-def test_turnover_by_hand():
-    w = np.array([[0.5, 0.5, 0.0], [0.2, 0.5, 0.3], [0.2, 0.5, 0.3]])
-    assert turnover(w) == pytest.approx((0.3 + 0.0) / 2)
-
-
-@settings(max_examples=60, deadline=None)
-@given(returns_strategy, st.sampled_from([0.9, 0.95, 0.99]))
-def test_tail_and_drawdown_match_skfolio(r, level):
-    from skfolio.measures import cvar as sk_cvar
-    from skfolio.measures import get_drawdowns
-    from skfolio.measures import max_drawdown as sk_mdd
-    from skfolio.measures import value_at_risk as sk_var
-
-    assert value_at_risk(r, level) == pytest.approx(sk_var(r, beta=level), abs=1e-12)
-    assert cvar(r, level) == pytest.approx(sk_cvar(r, beta=level), abs=1e-12)
-    assert max_drawdown(r) == pytest.approx(sk_mdd(get_drawdowns(r, compounded=True)), abs=1e-12)
-
-
-@settings(max_examples=60, deadline=None)
-@given(returns_strategy)
-def test_metric_invariants(r):
-    assert 0.0 <= max_drawdown(r) <= 1.0
-    assert cvar(r) >= value_at_risk(r) - 1e-12
-    # Sharpe is invariant to scaling the returns by a positive constant (rf = 0).
-    assert sharpe_ratio(2.0 * r) == pytest.approx(sharpe_ratio(r), rel=1e-9, abs=1e-9)
-
-
-def test_sharpe_matches_quantstats_convention():
-    """Cross-check with quantstats' Sharpe (ddof=1, sqrt(periods) annualisation)."""
-    qs_stats = pytest.importorskip("quantstats.stats")
-    import pandas as pd
-
+def test_episode_record_uses_the_metrics_module_and_diagnostics_by_hand():
+    ctx = _context()
+    days = np.arange(5, 25)
     rng = np.random.default_rng(0)
-    r = rng.normal(0.001, 0.02, 300)
-    s = pd.Series(r, index=pd.date_range("2021-01-01", periods=300, freq="D"))
-    assert sharpe_ratio(r) == pytest.approx(float(qs_stats.sharpe(s, periods=365)), rel=1e-9)
+    r = rng.normal(0.001, 0.01, 20)
+    w = np.tile([0.5, 0.5, 0.0], (20, 1))
+    w[[5, 10]] = [0.0, 0.6, 0.4]  # days 10 and 15: all stable + cash
+    turnover, cost = np.full(20, 0.1), np.full(20, 0.0002)
+    rec = episode_record(100, 1, np.ones(20), r, ctx, days, w, turnover, cost)
+    assert rec.length == 20 and rec.reward == 20.0 and rec.nav == pytest.approx(np.prod(1 + r))
+    assert rec.sharpe == pytest.approx(M.sharpe_ratio(r, 0.0001, 365))  # excess over the context's rf
+    assert rec.max_drawdown == pytest.approx(M.max_drawdown(r)) and rec.max_drawdown <= 0
+    assert rec.var_95 == pytest.approx(M.value_at_risk(r)) and rec.cvar_95 == pytest.approx(M.conditional_value_at_risk(r))
+    assert rec.turnover == pytest.approx(0.1) and rec.cost_drag == pytest.approx(0.0002 * 365)
+    # active share: 18 days at equal weight (0), 2 days 0.5*(0.5+0.1+0.4) = 0.5 -> mean 0.05
+    assert rec.active_share == pytest.approx(2 * 0.5 / 20)
+    # stable+cash 1.0 on the 2 volatile days, 0.5 on the others
+    assert rec.regime_response == pytest.approx(0.5)
+    assert rec.hedge_response == 0.0
+    # without a context: no rf, no diagnostics
+    bare = episode_record(100, 1, np.ones(20), r)
+    assert bare.sharpe == pytest.approx(M.sharpe_ratio(r, 0.0, 365)) and math.isnan(bare.active_share)
+
+
+def test_episode_tracker_reads_the_batched_env_infos():
+    ctx = _context()
+    tracker = EpisodeTracker(n_envs=2, context=ctx)
+    w0, w1 = np.array([0.5, 0.5, 0.0]), np.array([0.0, 0.0, 1.0])
+    for k in range(4):
+        infos = {"t": np.array([6 + k, 21 + k]), "target_weights": np.array([w0, w1]),
+                 "turnover": np.array([0.0, 0.0]), "nav": np.array([1.0, 2.0]), "log_return": np.array([0.0, 0.0]),
+                 "cost": np.array([0.001, 0.0])}
+        new = tracker.step(2 * (k + 1), [0.0, 0.0], [0.0, 0.0], [k == 3, k == 3], infos)
+    assert len(new) == 2
+    assert new[0].active_share == 0.0 and new[1].active_share == pytest.approx(1.0)
+    assert new[0].cost_drag == pytest.approx(0.001 * 365) and new[1].cost_drag == 0.0
 
 
 def test_episode_tracker_csv_png_roundtrip(tmp_path):
@@ -108,10 +81,19 @@ def test_episode_tracker_csv_png_roundtrip(tmp_path):
     assert [r.length for r in tracker.records] == [10, 15, 10, 10, 15][: len(tracker.records)]
     assert tracker.episodes == len(tracker.records) == 5
     write_curves_csv(tracker.records, tmp_path / "curves.csv")
+    assert (tmp_path / "curves.csv").read_text().splitlines()[0] == ",".join(CURVE_COLUMNS)
     back = read_curves_csv(tmp_path / "curves.csv")
-    assert back == tracker.records
+    assert all(_same(a.__dict__.values(), b.__dict__.values()) for a, b in zip(back, tracker.records))
     plot_curves(back, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_curves_written_before_the_metrics_module_still_read(tmp_path):
+    old = tmp_path / "old.csv"
+    old.write_text("timestep,episode,length,reward,nav,sharpe,sortino,max_drawdown,var95,cvar95\n"
+                   "10,1,5,0.1,1.01,0.5,0.7,0.02,0.01,0.015\n")
+    (rec,) = read_curves_csv(old)
+    assert rec.var_95 == 0.01 and rec.cvar_95 == 0.015 and math.isnan(rec.active_share)
 
 
 def test_expanding_folds_never_overlap():

@@ -1,13 +1,13 @@
-"""Learning curves and validation: per-episode risk metrics, CSV/PNG writers, the small metric helpers
-behind them, and the deterministic validation run of a policy over a span (``evaluate_policy``).
+"""Learning curves and validation: one ``EpisodeRecord`` per finished training episode (the measures of
+``training.metrics``, same names and signs as every report), CSV/PNG writers, and the deterministic
+validation run of a policy over a span (``evaluate_policy``).
 
-The evaluation layer (to the right of ``training/``) owns the full metric suite; training needs a handful
-of them while it runs, to draw learning curves and to select models on validation. They are pure
-functions over 1-D numpy arrays of *daily simple returns* (fraction of NAV per day, the env's net
-portfolio return after costs). Annualisation uses ``periods_per_year`` (365: the 7-day crypto calendar).
-
-Conventions (same as skfolio): ``max_drawdown``, ``value_at_risk`` and ``cvar`` are reported as positive
-losses (0.25 = a 25% loss); the ratios are annualised.
+Every measure comes from ``training.metrics`` through ``training.rollout.MarketContext.path_metrics``, the
+code the backtester uses, so a training curve, ``validation.json`` and a backtest report agree: Sharpe and
+Sortino on the excess return over the run's risk-free leg, annualised with the universe's periods a year;
+``max_drawdown``, ``var_95`` and ``cvar_95`` as returns (negative = loss). The behaviour diagnostics
+(``active_share``, ``regime_response``, ``hedge_response``, ``turnover``, ``cost_drag``) are in the curves too,
+so a run stuck at its initial policy (active share ~1/(N+1), regime response ~0) is visible while it trains.
 """
 
 from __future__ import annotations
@@ -22,104 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from training import metrics as M
+from training.rollout import MarketContext, run_episode, torch_policy
+
 if TYPE_CHECKING:
     from data.market import FeatureStore
     from training.config import ExperimentConfig
-
-PERIODS_PER_YEAR = 365
-
-
-def _as_1d(returns: np.ndarray | Sequence[float]) -> np.ndarray:
-    arr = np.asarray(returns, dtype=np.float64).reshape(-1)
-    return arr[np.isfinite(arr)]
-
-
-def sharpe_ratio(
-    returns: np.ndarray, risk_free: np.ndarray | float = 0.0, periods_per_year: int = PERIODS_PER_YEAR
-) -> float:
-    """Annualised Sharpe ratio of daily excess returns ``returns - risk_free``.
-
-    ``returns`` (T,) daily simple returns; ``risk_free`` scalar or (T,) daily T-bill return over the same
-    days. ``mean / std(ddof=1) * sqrt(periods_per_year)``; 0.0 for fewer than 2 days or zero volatility.
-    """
-    r = np.asarray(returns, dtype=np.float64).reshape(-1)
-    excess = r - np.broadcast_to(np.asarray(risk_free, dtype=np.float64), r.shape)
-    excess = excess[np.isfinite(excess)]
-    if excess.size < 2:
-        return 0.0
-    sd = float(np.std(excess, ddof=1))
-    if sd <= 1e-12:
-        return 0.0
-    return float(np.mean(excess) / sd * math.sqrt(periods_per_year))
-
-
-def sortino_ratio(
-    returns: np.ndarray, risk_free: np.ndarray | float = 0.0, periods_per_year: int = PERIODS_PER_YEAR
-) -> float:
-    """Annualised Sortino ratio: mean excess return over the downside deviation ``sqrt(mean(min(x,0)^2))``.
-
-    Shapes as in ``sharpe_ratio``. 0.0 when there are fewer than 2 days or no losing day.
-    """
-    r = np.asarray(returns, dtype=np.float64).reshape(-1)
-    excess = r - np.broadcast_to(np.asarray(risk_free, dtype=np.float64), r.shape)
-    excess = excess[np.isfinite(excess)]
-    if excess.size < 2:
-        return 0.0
-    downside = math.sqrt(float(np.mean(np.minimum(excess, 0.0) ** 2)))
-    if downside <= 1e-12:
-        return 0.0
-    return float(np.mean(excess) / downside * math.sqrt(periods_per_year))
-
-
-def max_drawdown(returns: np.ndarray) -> float:
-    """Largest peak-to-trough loss of the compounded NAV ``cumprod(1 + r)`` starting at 1, as a positive
-    fraction (0.3 = the NAV fell 30% below its running peak). ``returns`` (T,) daily simple returns."""
-    r = _as_1d(returns)
-    if r.size == 0:
-        return 0.0
-    nav = np.cumprod(1.0 + r)
-    peak = np.maximum(np.maximum.accumulate(nav), 1.0)
-    return float(max(0.0, -np.min(nav / peak - 1.0)))
-
-
-def _tail(returns: np.ndarray, level: float) -> tuple[float, float]:
-    """(VaR, CVaR) of the empirical loss distribution at confidence ``level`` (equal weights)."""
-    losses = np.sort(-_as_1d(returns))[::-1]  # largest loss first
-    n = losses.size
-    if n == 0:
-        return 0.0, 0.0
-    tail_mass = (1.0 - level) * n  # how many observations the tail holds (may be fractional)
-    if abs(tail_mass - round(tail_mass)) < 1e-9:
-        tail_mass = float(round(tail_mass))
-    k = int(math.floor(tail_mass))
-    var = float(losses[min(k, n - 1)])
-    if tail_mass <= 0.0:
-        return var, float(losses[0])
-    frac = tail_mass - k
-    total = float(losses[:k].sum()) + (frac * float(losses[k]) if k < n else 0.0)
-    return var, total / tail_mass
-
-
-def value_at_risk(returns: np.ndarray, level: float = 0.95) -> float:
-    """Historical daily value at risk at confidence ``level``: the smallest loss exceeded with
-    probability at most ``1 - level`` (with n days and integer k = (1-level)n, the (k+1)-th largest loss).
-    ``returns`` (T,) daily simple returns; result is a positive loss fraction."""
-    return _tail(returns, level)[0]
-
-
-def cvar(returns: np.ndarray, level: float = 0.95) -> float:
-    """Historical daily conditional VaR (expected shortfall): the mean loss over the worst ``1 - level``
-    probability mass of days (Rockafellar-Uryasev). ``returns`` (T,); result is a positive loss fraction."""
-    return _tail(returns, level)[1]
-
-
-def turnover(weights: np.ndarray) -> float:
-    """Mean daily one-way turnover ``0.5 * sum_i |w[t,i] - w[t-1,i]|`` of a weight path (T, N+1), as a
-    fraction of NAV per day. 0.0 for fewer than 2 rows."""
-    w = np.asarray(weights, dtype=np.float64)
-    if w.ndim != 2 or w.shape[0] < 2:
-        return 0.0
-    return float(0.5 * np.abs(np.diff(w, axis=0)).sum(axis=1).mean())
 
 
 @dataclass(frozen=True)
@@ -127,8 +35,9 @@ class EpisodeRecord:
     """One finished training episode: what the learning curves plot.
 
     ``timestep`` is the global env step count when the episode ended; ``reward`` the sum of the env's
-    rewards; ``nav`` the final NAV relative to the start (1.0 = flat); the risk metrics are over the
-    episode's daily net portfolio returns (see the module docstring for conventions).
+    rewards; ``nav`` the final NAV relative to the start (1.0 = flat); the other fields are the
+    ``training.metrics`` measures of the episode's daily net returns and weights under the same names as
+    in ``metrics.json`` (NaN where undefined, e.g. the diagnostics when the tracker has no market context).
     """
 
     timestep: int
@@ -139,199 +48,222 @@ class EpisodeRecord:
     sharpe: float
     sortino: float
     max_drawdown: float
-    var95: float
-    cvar95: float
+    var_95: float
+    cvar_95: float
+    turnover: float
+    cost_drag: float
+    active_share: float
+    regime_response: float
+    hedge_response: float
 
 
-def episode_record(
-    timestep: int, episode: int, rewards: np.ndarray, returns: np.ndarray, risk_free: np.ndarray | float = 0.0
-) -> EpisodeRecord:
-    """Summarise one episode. ``rewards`` (L,) env rewards, ``returns`` (L,) daily net portfolio returns."""
-    r = _as_1d(returns)
+#: The per-episode measures plotted, written to TensorBoard (``episode/<name>``) and to ``curves.csv``.
+CURVE_METRICS: tuple[str, ...] = ("reward", "nav", "sharpe", "sortino", "max_drawdown", "var_95", "cvar_95",
+                                  "turnover", "cost_drag", "active_share", "regime_response", "hedge_response")
+CURVE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(EpisodeRecord))
+_INT_COLUMNS = ("timestep", "episode", "length")
+_OLD_NAMES = {"var95": "var_95", "cvar95": "cvar_95"}  # curves.csv written before the one metrics module
+
+
+def episode_record(timestep: int, episode: int, rewards: np.ndarray, returns: np.ndarray,
+                   context: MarketContext | None = None, days: np.ndarray | None = None,
+                   weights: np.ndarray | None = None, turnover: np.ndarray | None = None,
+                   cost: np.ndarray | None = None) -> EpisodeRecord:
+    """Summarise one episode. ``rewards`` (L,) env rewards, ``returns`` (L,) daily net portfolio returns.
+
+    With a ``context`` and the episode's decision ``days`` (L,), post-trade ``weights`` (L, N+1),
+    ``turnover`` (L,) and ``cost`` (L,) (fractions of NAV), every measure is
+    ``context.path_metrics`` (the backtester's); without, the return measures use rf = 0 and 365 periods
+    and turnover/cost/diagnostics are NaN.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    if context is not None and days is not None and weights is not None:
+        m = context.path_metrics(days, r, weights, turnover, cost)
+    else:
+        m = M.summarize(r, 0.0, M.PERIODS_7D)
+        m.update(turnover=math.nan, cost_drag=math.nan, active_share=math.nan, regime_response=math.nan,
+                 hedge_response=math.nan)
     return EpisodeRecord(
-        timestep=int(timestep),
-        episode=int(episode),
-        length=int(r.size),
-        reward=float(np.sum(rewards)),
-        nav=float(np.prod(1.0 + r)) if r.size else 1.0,
-        sharpe=sharpe_ratio(returns, risk_free),
-        sortino=sortino_ratio(returns, risk_free),
-        max_drawdown=max_drawdown(r),
-        var95=value_at_risk(r),
-        cvar95=cvar(r),
+        timestep=int(timestep), episode=int(episode), length=int(r.size), reward=float(np.sum(rewards)),
+        nav=float(np.prod(1.0 + r)),
+        **{name: float(m[name]) for name in CURVE_COLUMNS if name not in (*_INT_COLUMNS, "reward", "nav")},
     )
 
 
 class EpisodeTracker:
     """Accumulates per-step rewards/returns of M parallel envs and emits an ``EpisodeRecord`` per episode.
 
-    Call ``step(timestep, rewards (M,), returns (M,), dones (M,) bool)`` after every vectorised env step.
+    Call ``step(timestep, rewards (M,), returns (M,), dones (M,) bool, infos)`` after every vectorised env
+    step; ``infos`` is the batched env's step info (``t`` (M,) the day after the decision,
+    ``target_weights`` (M, N+1), ``turnover``, ``cost``, ``nav``, ``log_return`` (M,)). With a ``context``
+    and ``infos`` the records hold the diagnostics and the excess-return ratios of the backtester.
     """
 
-    def __init__(self, n_envs: int, start_episode: int = 0) -> None:
+    def __init__(self, n_envs: int, start_episode: int = 0, context: MarketContext | None = None) -> None:
         self.n_envs = int(n_envs)
-        self._rewards: list[list[float]] = [[] for _ in range(self.n_envs)]
-        self._returns: list[list[float]] = [[] for _ in range(self.n_envs)]
+        self.context = context
+        self._paths: list[dict[str, list[Any]]] = [self._empty() for _ in range(self.n_envs)]
         self.episodes = int(start_episode)
         self.records: list[EpisodeRecord] = []
 
-    def step(self, timestep: int, rewards: np.ndarray, returns: np.ndarray, dones: np.ndarray) -> list[EpisodeRecord]:
+    @staticmethod
+    def _empty() -> dict[str, list[Any]]:
+        return {"rewards": [], "returns": [], "days": [], "weights": [], "turnover": [], "cost": []}
+
+    def step(self, timestep: int, rewards: np.ndarray, returns: np.ndarray, dones: np.ndarray,
+             infos: dict[str, Any] | None = None) -> list[EpisodeRecord]:
         new: list[EpisodeRecord] = []
         rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
         returns = np.asarray(returns, dtype=np.float64).reshape(-1)
         dones = np.asarray(dones, dtype=bool).reshape(-1)
+        full = self.context is not None and infos is not None
+        if full:
+            days = np.asarray(infos["t"]).reshape(-1) - 1
+            nav_before = np.asarray(infos["nav"], np.float64) / np.exp(np.asarray(infos["log_return"], np.float64))
+            cost = np.where(nav_before > 0, np.asarray(infos["cost"], np.float64) / np.maximum(nav_before, 1e-300), 0.0)
+            target = np.asarray(infos["target_weights"], dtype=np.float64)
+            turn = np.asarray(infos["turnover"], dtype=np.float64).reshape(-1)
         for i in range(self.n_envs):
-            self._rewards[i].append(float(rewards[i]))
-            self._returns[i].append(float(returns[i]))
+            path = self._paths[i]
+            path["rewards"].append(float(rewards[i]))
+            path["returns"].append(float(returns[i]))
+            if full:
+                path["days"].append(int(days[i]))
+                path["weights"].append(target[i].copy())
+                path["turnover"].append(float(turn[i]))
+                path["cost"].append(float(cost[i]))
             if dones[i]:
                 self.episodes += 1
-                rec = episode_record(timestep, self.episodes, np.array(self._rewards[i]), np.array(self._returns[i]))
-                new.append(rec)
-                self._rewards[i].clear()
-                self._returns[i].clear()
+                extra = {}
+                if full:
+                    extra = {"context": self.context, "days": np.array(path["days"]),
+                             "weights": np.array(path["weights"]), "turnover": np.array(path["turnover"]),
+                             "cost": np.array(path["cost"])}
+                new.append(episode_record(timestep, self.episodes, np.array(path["rewards"]),
+                                          np.array(path["returns"]), **extra))
+                self._paths[i] = self._empty()
         self.records.extend(new)
         return new
 
 
-CURVE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(EpisodeRecord))
-
-
 def write_curves_csv(records: Sequence[EpisodeRecord], path: str | Path) -> None:
-    """Write the episode records to ``path`` as CSV (temp file + rename)."""
+    """Write the episode records to ``path`` as CSV (full float precision; temp file + rename)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(CURVE_COLUMNS))
-        writer.writeheader()
-        for rec in records:
-            writer.writerow(asdict(rec))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(CURVE_COLUMNS))
+            writer.writeheader()
+            for rec in records:
+                writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in asdict(rec).items()})
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def read_curves_csv(path: str | Path) -> list[EpisodeRecord]:
-    """Read records written by ``write_curves_csv`` (used by ``--resume`` to keep the curve whole)."""
+    """Read records written by ``write_curves_csv`` (used by ``--resume`` to keep the curve whole); columns
+    an older run did not write read as NaN, its ``var95``/``cvar95`` as ``var_95``/``cvar_95``."""
     out: list[EpisodeRecord] = []
     with open(path, newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
-            out.append(
-                EpisodeRecord(
-                    **{
-                        name: (int(row[name]) if name in ("timestep", "episode", "length") else float(row[name]))
-                        for name in CURVE_COLUMNS
-                    }
-                )
-            )
+            row = {_OLD_NAMES.get(k, k): v for k, v in row.items()}
+            out.append(EpisodeRecord(**{
+                name: (int(row[name]) if name in _INT_COLUMNS else float(row.get(name, "nan") or "nan"))
+                for name in CURVE_COLUMNS
+            }))
     return out
 
 
 def plot_curves(records: Sequence[EpisodeRecord], path: str | Path, title: str = "learning curves") -> None:
-    """Six panels against the env step: episode reward, Sharpe, Sortino, max drawdown, VaR95, CVaR95.
+    """Twelve panels against the env step: reward, Sharpe, Sortino, max drawdown, VaR 95, CVaR 95, final NAV,
+    turnover, cost drag, active share, regime response, hedge response.
 
-    The raw points are overlaid with the mean per env step smoothed by a rolling mean (~10% of the steps). Written as PNG via a
-    temp file + rename. Draws on a bare ``Figure`` (no pyplot), so the caller's matplotlib backend (a
-    notebook's inline backend, say) is left alone.
+    The raw points are overlaid with the mean per env step smoothed by a rolling mean (~10% of the steps).
+    Written as PNG via a temp file + rename. Draws on a bare ``Figure`` (no pyplot), so the caller's
+    matplotlib backend (a notebook's inline backend, say) is left alone.
     """
     from matplotlib.figure import Figure
 
     panels = [
-        ("reward", "episode reward"),
-        ("sharpe", "Sharpe (ann.)"),
-        ("sortino", "Sortino (ann.)"),
-        ("max_drawdown", "max drawdown"),
-        ("var95", "daily VaR 95%"),
-        ("cvar95", "daily CVaR 95%"),
+        ("reward", "episode reward"), ("sharpe", "Sharpe (excess, ann.)"), ("sortino", "Sortino (excess, ann.)"),
+        ("max_drawdown", "max drawdown (<= 0)"), ("var_95", "daily VaR 95% (return)"),
+        ("cvar_95", "daily CVaR 95% (return)"), ("nav", "final NAV"), ("turnover", "turnover / day"),
+        ("cost_drag", "cost drag / year"), ("active_share", "active share vs equal weight"),
+        ("regime_response", "regime response (stable+cash)"), ("hedge_response", "hedge response"),
     ]
-    fig = Figure(figsize=(13, 6.5))
-    axes = fig.subplots(2, 3, sharex=True)
+    fig = Figure(figsize=(16, 9))
+    axes = fig.subplots(3, 4, sharex=True)
     x = np.array([r.timestep for r in records], dtype=np.float64)
     # Parallel envs finish episodes on the same step: the line is the mean per step, then a rolling mean.
     steps, group = np.unique(x, return_inverse=True)
     k = max(1, steps.size // 10)
     for ax, (name, label) in zip(axes.ravel(), panels):
         y = np.array([getattr(r, name) for r in records], dtype=np.float64)
-        if y.size:
-            ax.plot(x, y, ".", alpha=0.35, markersize=3)
-            per_step = np.bincount(group, weights=y) / np.bincount(group)
-            if steps.size >= k > 1:
-                ax.plot(steps[k - 1 :], np.convolve(per_step, np.ones(k) / k, mode="valid"), "-", linewidth=1.5)
+        ok = np.isfinite(y)
+        if ok.any():
+            ax.plot(x[ok], y[ok], ".", alpha=0.35, markersize=3)
+            sums = np.bincount(group[ok], weights=y[ok], minlength=steps.size)
+            counts = np.bincount(group[ok], minlength=steps.size)
+            has = counts > 0
+            per_step = sums[has] / counts[has]
+            xs = steps[has]
+            if xs.size >= k > 1:
+                ax.plot(xs[k - 1 :], np.convolve(per_step, np.ones(k) / k, mode="valid"), "-", linewidth=1.5)
             else:
-                ax.plot(steps, per_step, "-", linewidth=1.5)
+                ax.plot(xs, per_step, "-", linewidth=1.5)
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3)
-    for ax in axes[1]:
+    for ax in axes[-1]:
         ax.set_xlabel("env steps")
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=80)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 # -- validation of a deterministic policy ---------------------------------------------------------------
-def risk_free_returns(cfg: ExperimentConfig, store: FeatureStore, days: np.ndarray) -> tuple[np.ndarray, str]:
-    """Daily T-bill return (len(days),) earned from each decision day to the next, and its label.
-
-    The ``data.risk_free`` ticker's return when it is in the store, else ``risk_free_rate / 365``.
-    """
-    if cfg.data.risk_free and cfg.data.risk_free in store.tickers:
-        i = store.tickers.index(cfg.data.risk_free)
-        return np.asarray(store.returns[days, i], dtype=np.float64), cfg.data.risk_free
-    return np.full(days.shape, cfg.data.risk_free_rate / 365.0), f"{cfg.data.risk_free_rate:.2%}/yr constant"
-
-
 def evaluate_policy(policy: Any, store: FeatureStore, cfg: ExperimentConfig, start: str, end: str) -> dict[str, Any]:
     """Run the deterministic ``policy`` (obs (B, obs_dim) -> weights (B, N+1)) once over ``[start, end]``.
 
-    All cash at the start; same costs as training. Returns the metrics mapping (daily units noted per key)
-    plus the ``returns``/``risk_free``/``dates`` arrays under ``series``.
+    Exactly the backtester's agent run (``training.rollout.run_episode`` with the same env, costs and span,
+    all cash at the start) and its metrics (``MarketContext.path_metrics``: the ``training.metrics``
+    measures under the names of ``metrics.json``). Returns the metrics mapping plus the daily ``dates``,
+    ``returns``, ``risk_free`` and ``weights`` under ``series``.
     """
-    import torch
-
     from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
     from training.config import costs_of
 
-    env = CryptoHedgeFundEnv.from_store(store, cfg.env, end=end, costs_bps=costs_of(cfg))
-    obs, info = env.reset(options={"start": start, "end": end})
-    days, rets, turns, costs, weights = [int(info["t"])], [], [], [], []
-    nav0 = float(info["nav"])
-    done = False
-    with torch.no_grad():
-        while not done:
-            w = policy(torch.as_tensor(obs[None, :])).numpy()[0].astype(np.float64)
-            obs, _, term, trunc, info = env.step(np.clip(w, 0.0, None))
-            rets.append(float(np.expm1(info["log_return"])))
-            turns.append(float(info["turnover"]))
-            costs.append(float(info["cost"]))
-            weights.append(np.asarray(info["target_weights"], dtype=np.float64))
-            days.append(int(info["t"]))
-            done = term or trunc
-    r = np.asarray(rets)
-    decision_days = np.asarray(days[:-1])
-    rf, rf_label = risk_free_returns(cfg, store, decision_days)
-    dates = store.dates.astype("datetime64[D]")
-    w = np.asarray(weights)
-    metrics = {
-        "start": str(dates[decision_days[0]]),
-        "end": str(dates[days[-1]]),
-        "n_days": int(r.size),
-        "sharpe": sharpe_ratio(r, rf),
-        "sharpe_gross_of_rf": sharpe_ratio(r),
-        "sortino": sortino_ratio(r, rf),
-        "max_drawdown": max_drawdown(r),
-        "var95": value_at_risk(r),
-        "cvar95": cvar(r),
-        "total_return": float(np.prod(1.0 + r) - 1.0),
-        "annual_return": float(np.prod(1.0 + r) ** (365.0 / max(r.size, 1)) - 1.0),
-        "annual_volatility": float(np.std(r, ddof=1) * np.sqrt(365.0)) if r.size > 1 else 0.0,
-        "turnover": float(np.mean(turns)),
-        "costs_fraction": float(np.sum(costs) / nav0),
-        "mean_cash_weight": float(w[:, -1].mean()),
-        "risk_free": rf_label,
-        "units": "sharpe/sortino annualised (365 d) on daily net returns minus the T-bill leg; max_drawdown, "
-        "var95, cvar95 positive fractions of NAV (VaR/CVaR daily); turnover = mean daily sum |risky weight change|; "
-        "costs_fraction = fees + slippage over the initial NAV",
+    context = MarketContext.from_store(store, cfg.data)
+    env = CryptoHedgeFundEnv.from_store(store, cfg.env, start, end, costs_of(cfg))
+    result = run_episode(env, torch_policy(policy), "agent", f"{cfg.algo} agent")
+    days = context.day_index(result.dates)
+    metrics: dict[str, Any] = {
+        "start": str(result.dates[0]),
+        "end": str(context.dates[days[-1] + 1]),
+        "n_days": int(result.returns.size),
+        **context.path_metrics(days, result.returns, result.weights, result.turnover, result.cost),
+        "mean_cash_weight": float(result.weights[:, -1].mean()),
+        "periods_per_year": context.periods,
+        "risk_free": context.risk_free_label,
+        "units": "training.metrics conventions: sharpe/sortino annualised on net returns in excess of the "
+                 "risk-free leg; max_drawdown, var_95, cvar_95 are returns (negative = loss; VaR/CVaR daily, "
+                 "historical); turnover = mean daily sum |risky weight change|; cost_drag = fees + slippage "
+                 "per year as a fraction of NAV",
         "synthetic": store.synthetic,
     }
-    metrics["series"] = {"dates": [str(dates[d]) for d in decision_days], "returns": r.tolist(), "risk_free": rf.tolist()}
+    metrics["series"] = {"dates": [str(d) for d in result.dates], "returns": result.returns.tolist(),
+                         "risk_free": context.risk_free[days].tolist(), "weights": result.weights.tolist()}
     return metrics
+
+
+#: Validation measures written to TensorBoard (``validation/<name>``) during and after training.
+VALIDATION_METRICS: tuple[str, ...] = ("sharpe", "sortino", "max_drawdown", "total_return", "turnover", "cost_drag",
+                                       "active_share", "regime_response", "hedge_response")

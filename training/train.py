@@ -60,6 +60,8 @@ from training.config import (
     to_raw,
 )
 from training.curves import (
+    CURVE_METRICS,
+    VALIDATION_METRICS,
     EpisodeRecord,
     EpisodeTracker,
     evaluate_policy,
@@ -67,6 +69,7 @@ from training.curves import (
     read_curves_csv,
     write_curves_csv,
 )
+from training.rollout import MarketContext
 
 RUN_FORMAT_VERSION = 1
 #: Fewest decisions a training or validation span must allow (beyond the observation window).
@@ -184,7 +187,7 @@ class RecordingEnv:
         obs, rew, term, trunc, infos = self.env.step(actions)
         self.steps += self.num_envs
         rets = np.expm1(np.asarray(infos["log_return"], dtype=np.float64))
-        new = self.tracker.step(self.steps, rew, rets, np.logical_or(term, trunc))
+        new = self.tracker.step(self.steps, rew, rets, np.logical_or(term, trunc), infos)
         self.on_step(self.num_envs, new)
         return obs, rew, term, trunc, infos
 
@@ -401,7 +404,7 @@ def run_training(
     if start_step >= tc.total_timesteps:
         print(f"checkpoint already at step {start_step} >= total_timesteps {tc.total_timesteps}; nothing to train")
 
-    tracker = EpisodeTracker(tc.n_envs, start_episode=len(records))
+    tracker = EpisodeTracker(tc.n_envs, start_episode=len(records), context=MarketContext.from_store(store, cfg.data))
     tracker.records = list(records)
     writer = _tensorboard(out / "tb")
     bar = None
@@ -414,7 +417,7 @@ def run_training(
 
     def on_step(n: int, new: list[EpisodeRecord]) -> None:
         for rec in new:
-            for key in ("reward", "nav", "sharpe", "sortino", "max_drawdown", "var95", "cvar95"):
+            for key in CURVE_METRICS:
                 writer.add_scalar(f"episode/{key}", getattr(rec, key), rec.timestep)
         recent.extend(new)
         del recent[:-20]
@@ -445,7 +448,7 @@ def run_training(
         if next_eval is not None and step >= next_eval and step < tc.total_timesteps:
             val = evaluate_policy(agent.policy_module(), store, cfg, cfg.val_start, cfg.val_end)
             val.pop("series")
-            for key in ("sharpe", "sortino", "max_drawdown", "total_return", "turnover"):
+            for key in VALIDATION_METRICS:
                 writer.add_scalar(f"validation/{key}", val[key], step)
             next_eval += tc.eval_every
             if on_eval is not None:
@@ -478,7 +481,7 @@ def run_training(
     val.update({"algo": cfg.algo, "seed": tc.seed, "global_step": int(agent.global_step),
                 "train_seconds": round(train_seconds, 2), "episodes": tracker.episodes})
     metrics = write_validation(out, val)
-    for key in ("sharpe", "sortino", "max_drawdown", "total_return", "turnover"):
+    for key in VALIDATION_METRICS:
         writer.add_scalar(f"validation/{key}", metrics[key], int(agent.global_step))
     writer.close()
     return metrics
