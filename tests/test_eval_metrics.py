@@ -8,11 +8,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import quantstats.stats as qs_stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
-import quantstats.stats as qs_stats
 
 from evaluation import performance_metrics
 from training import metrics as pm
