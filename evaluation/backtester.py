@@ -4,16 +4,23 @@
         [--end DATE] [--source yfinance|csv|synthetic] [--data-dir DIR] [--config CONFIG] [--no-tearsheet]
         --out REPORT_DIR
 
-Writes ``metrics.json`` and ``metrics.md`` (one row per strategy; data source, annualisation and
-risk-free rate stated; significance and allocation insights), ``tearsheet.html`` (quantstats: the agent
-against the best benchmark) and ``charts.html`` (plotly: equity, drawdowns, stacked weights, exposure
-by category). Benchmark settings come from the config's optional ``evaluation:`` section
-(``evaluation.benchmarks.EvaluationConfig``).
+Writes ``metrics.json`` and ``metrics.md`` (one row per strategy with every ``training.metrics`` measure
+and the behaviour diagnostics ``active_share``, ``regime_response``, ``hedge_response``, turnover and cost
+drag; data source, policy format (PyTorch or ONNX), training and evaluation spans, annualisation and
+risk-free leg stated; significance and allocation insights), ``returns.csv`` (daily net return per
+strategy), ``weights.csv`` (the agent's daily post-trade weights per ticker and CASH, full precision),
+``tearsheet.html`` (quantstats: the agent against the best benchmark, same series and dates) and
+``charts.html`` (plotly: equity, drawdowns, stacked weights, exposure by category). Benchmark settings
+come from the config's optional ``evaluation:`` section (``evaluation.benchmarks.EvaluationConfig``).
 
 The feature store is rebuilt from the run's config (``config.json``'s ``experiment`` record) with the
 normalisation statistics of the run's ``manifest.json`` (fitted on the training span only). The span
-defaults to the validation span: the day after ``data.train_end`` to ``data.end``. Every strategy is
-stepped day by day through ``CryptoHedgeFundEnv`` over the same decision days, so costs, slippage and
+defaults to the validation span: the day after ``data.train_end`` to ``data.end``. An ``--end`` after the
+run's ``data.end`` extends the load (with a newer ``--data-dir``), so a run trained to 2023-12-31 can be
+judged on 2024 data; features are causal, so the days the run saw keep their values. When the
+evaluation data's source differs from the one the run trained on (synthetic vs csv), the output and the
+report say so. Every strategy is stepped day by day through ``CryptoHedgeFundEnv`` (``training.rollout``,
+the rollout training's validation uses too) over the same decision days, so costs, slippage and
 closed-market rules are identical; benchmarks run without margin and drawdown control (they are plain
 long-only portfolios). With no ``--run`` only the benchmarks are reported (config from ``--config``,
 default ``configs/quickstart.yaml``). Several runs (seeds) are reported one by one and as mean and spread;

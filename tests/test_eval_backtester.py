@@ -175,7 +175,8 @@ def test_onnx_policy_runs_and_wrong_inputs_are_refused(workspace, capsys):
     assert code == 0, err
     report = json.loads((out / "metrics.json").read_text())
     agent = report["strategies"][0]
-    assert agent["kind"] == "agent" and report["onnx"] == str(good)
+    assert agent["kind"] == "agent" and report["onnx"] == str(good) and agent["label"].endswith("[ONNX]")
+    assert "Agent policy: **ONNX" in (out / "metrics.md").read_text()
     # weekday assets are closed on weekends, so the weights drift there; on average close to the softmax
     avg = np.array(list(agent["avg_weight"].values()))
     np.testing.assert_allclose(avg, [0.3, 0.2, 0.1, 0.2, 0.1, 0.1], atol=0.02)
@@ -287,3 +288,85 @@ def test_validation_json_equals_the_backtesters_agent_metrics(tmp_path):
     ours = np.loadtxt(run / "validation_returns.csv", delimiter=",", skiprows=1, usecols=1)
     theirs = np.loadtxt(out / "returns.csv", delimiter=",", skiprows=1, usecols=1)
     np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-15)
+
+
+def _write_csv_folder(folder: Path, tickers_market, end: str) -> None:
+    """yfinance-layout CSVs of a simulated market, cut at ``end`` (only the days each asset quoted)."""
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    m = tickers_market
+    keep = m.dates <= np.datetime64(end)
+    for i, ticker in enumerate(m.tickers):
+        rows = m.tradable[:, i] & keep
+        pd.DataFrame({
+            "Date": pd.DatetimeIndex(m.dates[rows]).strftime("%Y-%m-%d"),
+            "Open": m.open[rows, i], "High": m.high[rows, i], "Low": m.low[rows, i],
+            "Close": m.close[rows, i], "Volume": m.volume[rows, i],
+        }).to_csv(folder / f"{ticker}.csv", index=False)
+
+
+def test_backtest_on_newer_data_extends_the_load_and_states_both_spans(workspace, capsys, tmp_path):
+    """A run trained on CSVs to data.end (2022-03-31) backtested on a newer folder to 2022-06-30."""
+    import dataclasses
+    import shutil
+
+    from data.synthetic import generate_market
+    from training.config import to_raw
+
+    exp = bt.load_config(workspace["cfg"])
+    market = generate_market(exp.data.build_universe(), exp.data.start, "2022-07-31", seed=11)
+    old, newer = tmp_path / "old", tmp_path / "newer"
+    _write_csv_folder(old, market, exp.data.end)
+    _write_csv_folder(newer, market, "2022-07-31")
+    data_cfg = dataclasses.replace(exp.data, source="csv", data_dir=str(old))
+    train_store = bt.build_store(data_cfg, None, None, None)
+    run = tmp_path / "csv_run"
+    shutil.copytree(workspace["runs"][0], run)
+    (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()),
+                                                 "experiment": to_raw(dataclasses.replace(exp, data=data_cfg))}))
+    (run / "manifest.json").write_text(json.dumps({
+        "tickers": list(train_store.tickers), "feature_names": list(train_store.feature_names),
+        "train_end": str(train_store.train_end), "source": "csv", "synthetic": False,
+        "norm": {"mean": train_store.norm_mean.tolist(), "std": train_store.norm_std.tolist()}}))
+    out = tmp_path / "newer_report"
+    code, stdout, err = _main(["--run", run, "--data-dir", newer, "--start", "2022-04-01", "--end", "2022-06-30",
+                               "--no-tearsheet", "--out", out], capsys)
+    assert code == 0, err
+    assert "WARNING" not in stdout  # trained and evaluated on CSV data
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["span"]["start"] == "2022-04-01" and report["span"]["end"] == "2022-06-30"
+    assert report["span"]["n_days"] == 90
+    assert report["training_span"] == {"start": "2021-01-01", "end": "2021-12-31", "source": "csv"}
+    md = (out / "metrics.md").read_text()
+    assert "Training span: 2021-01-01 .. 2021-12-31" in md and "Evaluation span: 2022-04-01 .. 2022-06-30" in md
+    # causal features with the run's normalisation: the extended load repeats the training store's days
+    newer_store = bt.build_store(data_cfg, None, str(newer), json.loads((run / "manifest.json").read_text()),
+                                 end="2022-06-30")
+    n = train_store.n_days
+    assert newer_store.dates[n - 1] == train_store.dates[-1] and newer_store.n_days > n
+    np.testing.assert_array_equal(newer_store.features[:n], train_store.features)
+    # returns.csv and weights.csv: one row per decision day, full precision
+    import pandas as pd
+
+    rets = pd.read_csv(out / "returns.csv", index_col="date")
+    weights = pd.read_csv(out / "weights.csv", index_col="date")
+    assert rets.shape[0] == weights.shape[0] == 90 and rets.index[0] == "2022-04-01"
+    assert list(weights.columns) == list(report["tickers"]) + ["CASH"]
+    assert list(rets.columns) == [row["name"] for row in report["strategies"]]
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-9)
+    agent = report["strategies"][0]
+    np.testing.assert_allclose(weights.mean(axis=0).to_numpy(), list(agent["avg_weight"].values()), rtol=1e-12)
+    assert agent["metrics"]["total_return"] == pytest.approx(np.prod(1 + rets["agent_0"].to_numpy()) - 1, rel=1e-12)
+    for key in ("active_share", "regime_response", "hedge_response", "turnover", "cost_drag"):
+        assert all(np.isfinite(row["metrics"][key]) for row in report["strategies"]), key
+    # a synthetic-trained run evaluated on real CSVs is flagged in the output and the report
+    syn = tmp_path / "syn_run"
+    shutil.copytree(run, syn)
+    manifest = json.loads((syn / "manifest.json").read_text())
+    (syn / "manifest.json").write_text(json.dumps({**manifest, "source": "synthetic", "synthetic": True}))
+    code, stdout, err = _main(["--run", syn, "--data-dir", newer, "--start", "2022-04-01", "--end", "2022-06-30",
+                               "--no-tearsheet", "--out", tmp_path / "warn"], capsys)
+    assert code == 0, err
+    assert "WARNING: the run was trained on synthetic (SYNTHETIC) data but is evaluated on csv (real) data" in stdout
+    assert "WARNING: the run was trained on synthetic" in (tmp_path / "warn" / "metrics.md").read_text()
