@@ -5,11 +5,12 @@ expanding folds validating 2021, 2022 and 2023, several seeds per fold. Every PP
 ``training.walk_forward`` job (feature store refit on the fold's training span, leak checks on the manifests).
 The benchmarks run through the same environment, on the same validation days, with the same costs, via
 ``evaluation.backtester.run_benchmarks``; the agents are re-run through ``evaluation.backtester.run_episode``
-so every row is measured by the evaluation layer's metric functions (``evaluation.performance_metrics``),
-and the training layer's own validation Sharpe is cross-checked against it.
+so every row is measured by the one metrics module (``training.metrics`` via ``training.rollout.strategy_metrics``,
+the code training's validation and the backtester use), and the training layer's own validation Sharpe is
+cross-checked against it.
 
 Columns: net Sharpe of the excess daily return over the T-bill leg (BIL), annualised over 365 days; max
-drawdown (fraction of NAV); mean daily turnover (sum of |risky weight change|, fraction of NAV); total return.
+drawdown (a return: negative = loss); mean daily turnover (sum of |risky weight change|, fraction of NAV); total return.
 The PPO row is the mean ± sd over seeds; "best seed" is the seed selected on that same validation year
 (optimistic by construction: selection and measurement on one span).
 
@@ -54,20 +55,6 @@ STUDY_OVERRIDES: dict[str, Any] = {
 }
 
 
-def strategy_metrics(result: Any, rf: np.ndarray) -> dict[str, float]:
-    """Metrics of an ``evaluation.backtester.StrategyResult`` with ``rf`` (T,) on its decision days."""
-    from evaluation import performance_metrics as pm
-
-    r = result.returns
-    return {
-        "sharpe": float(pm.sharpe_ratio(r, rf, 365)),
-        "max_drawdown": abs(float(pm.max_drawdown(r))),  # evaluation reports it as a negative number
-        "turnover": float(np.mean(result.turnover)),
-        "total_return": float(np.prod(1.0 + r) - 1.0),
-        "n_days": int(r.size),
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Walk-forward study on real data (paper universe).")
     p.add_argument("--config", default=str(ROOT / "configs" / "paper.yaml"))
@@ -85,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     from data.data_loader import load_market
     from data.feature_engineering import build_feature_store
     from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
-    from evaluation.backtester import risk_free_series, run_benchmarks, run_episode, torch_policy
+    from evaluation.backtester import run_benchmarks
     from evaluation.benchmarks import EvaluationConfig
     from training.config import costs_of, load_experiment
+    from training.rollout import MarketContext, run_episode, strategy_metrics, torch_policy
     from training.walk_forward import expanding_folds, format_table, walk_forward
 
     overrides = {} if args.full_size else dict(STUDY_OVERRIDES)
@@ -105,25 +93,23 @@ def main(argv: list[str] | None = None) -> int:
     rows, max_gap = [], 0.0
     for fold in expanding_folds(cfg.data.start, cfg.data.end, args.years):
         store = build_feature_store(market, fold.train_end, clip=cfg.data.clip)
-        rf_all, rf_label = risk_free_series(store, cfg.data, 365)
+        context = MarketContext.from_store(store, cfg.data)
         costs = costs_of(cfg)
-        env = CryptoHedgeFundEnv.from_store(store, cfg.env, fold.val_start, fold.val_end, costs)
-        days = np.arange(env.core.first, env.core.last)
-        rf = rf_all[days]
         entry: dict[str, Any] = {"year": fold.year, "train": f"{fold.train_start}..{fold.train_end}",
-                                 "validate": f"{fold.val_start}..{fold.val_end}", "risk_free": rf_label, "ppo": {}}
+                                 "validate": f"{fold.val_start}..{fold.val_end}",
+                                 "risk_free": context.risk_free_label, "ppo": {}}
         for seed in args.seeds:
             run = out / f"fold_{fold.year}" / f"seed_{seed}"
             agent = load_agent(run)
             res = run_episode(CryptoHedgeFundEnv.from_store(store, cfg.env, fold.val_start, fold.val_end, costs),
                               torch_policy(agent.policy_module()), "ppo", "PPO-Transformer")
-            m = strategy_metrics(res, rf)
+            m = strategy_metrics(res, context)
             own = json.loads((run / "validation.json").read_text())["sharpe"]
             max_gap = max(max_gap, abs(own - m["sharpe"]))
             entry["ppo"][str(seed)] = m
-        for res in run_benchmarks(store, cfg.env, eval_cfg, rf_all, fold.val_start, fold.val_end, costs,
+        for res in run_benchmarks(store, cfg.env, eval_cfg, context.risk_free, fold.val_start, fold.val_end, costs,
                                   names=["equal_weight_bh", "min_variance"]):
-            entry[res.name] = strategy_metrics(res, rf)
+            entry[res.name] = strategy_metrics(res, context)
         best_seed = summary["folds"][[r["year"] for r in summary["folds"]].index(fold.year)]["best_seed"]
         entry["best_seed"] = best_seed
         rows.append(entry)

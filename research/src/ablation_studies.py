@@ -15,9 +15,10 @@
 #    next to an equal-weight benchmark stepped through the same environment.
 #
 # Every run goes through `training.train.run_training` (the function behind `python training/train.py`),
-# so a variant here is exactly what the command line would train. Final metrics are computed from each
-# run's validation return series with `evaluation.performance_metrics` (Sharpe and Sortino of the excess
-# return over the T-bill leg, 365 periods a year). Runs on the **synthetic** market by default; set
+# so a variant here is exactly what the command line would train. Final metrics are each run's
+# `validation.json`, computed by the one metrics module `training.metrics` (the backtester's too: Sharpe
+# and Sortino of the excess return over the T-bill leg, max drawdown and CVaR as returns, negative = loss)
+# with the diagnostics `active_share` and `regime_response`. Runs on the **synthetic** market by default; set
 # `data_dir` to a CSV folder for real prices. Every table names its data source.
 #
 # The default sizes below take roughly 20-40 minutes on 2 CPU cores; the test suite runs this notebook
@@ -78,11 +79,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from agents.common import ObsLayout
-from evaluation import performance_metrics as pm
-from evaluation.backtester import risk_free_series, run_benchmarks
+from evaluation.backtester import run_benchmarks
 from evaluation.benchmarks import EvaluationConfig
 from evaluation.significance import sharpe_difference_interval
+from training import metrics as pm
 from training.config import load_experiment
+from training.rollout import MarketContext, strategy_metrics
 from training.train import build_store, evaluate_policy, make_agent, run_training
 
 torch.set_num_threads(1)
@@ -90,7 +92,6 @@ pd.set_option("display.float_format", "{:.4f}".format)
 pd.set_option("display.width", 160)
 plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
 warnings.filterwarnings("ignore", category=UserWarning)
-PERIODS = pm.PERIODS_7D  # the environment steps every calendar day
 
 # %% [markdown]
 # ## Data, spans and the shared configuration
@@ -161,7 +162,8 @@ print(f"{total_timesteps} env steps per run, {n_envs} envs, window {window}, see
 RUN_ROOT = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="ablation_"))
 RUN_ROOT.mkdir(parents=True, exist_ok=True)
 RUNS: dict[tuple[str, str, str, float, int], dict] = {}  # (algo, encoder, reward, cost_scale, seed)
-rf_store, rf_label = risk_free_series(store, base_cfg.data, PERIODS)
+context = MarketContext.from_store(store, base_cfg.data)  # risk-free leg, periods a year, volatile days
+rf_store, rf_label, PERIODS = context.risk_free, context.risk_free_label, context.periods
 date_index = {str(d): i for i, d in enumerate(store.dates.astype("datetime64[D]"))}
 
 
@@ -207,9 +209,7 @@ def run_variant(algo: str, reward: str, cost_scale: float, seed: int, encoder: s
     evals.append({"step": int(final["global_step"]), "sharpe": final["sharpe"], "total_return": final["total_return"]})
     val = pd.read_csv(out / "validation_returns.csv")
     r, rf = val["net_return"].to_numpy(), val["risk_free"].to_numpy()
-    summary = pm.summarize(r, rf, PERIODS)
-    # Two layers compute the validation Sharpe independently; they must agree.
-    assert np.isclose(summary["sharpe"], final["sharpe"], rtol=1e-9, atol=1e-12), (summary["sharpe"], final["sharpe"])
+    summary = final  # validation.json: training.metrics over the validation span, as the backtester reports it
     RUNS[key] = {
         "algo": algo, "encoder": key[1], "reward": reward, "cost_scale": float(cost_scale), "seed": int(seed),
         "final": final, "summary": summary, "evals": pd.DataFrame(evals), "curves": pd.read_csv(out / "curves.csv"),
@@ -221,7 +221,8 @@ def run_variant(algo: str, reward: str, cost_scale: float, seed: int, encoder: s
 
 
 METRICS = [("sharpe", "Sharpe"), ("sortino", "Sortino"), ("annual_return", "ann. return"),
-           ("annual_volatility", "ann. vol"), ("max_drawdown", "max DD"), ("cvar_95", "CVaR95")]
+           ("annual_volatility", "ann. vol"), ("max_drawdown", "max DD"), ("cvar_95", "CVaR95"),
+           ("active_share", "active share"), ("regime_response", "regime resp."), ("cost_drag", "cost drag/yr")]
 
 
 WITH_SD = ("Sharpe", "ann. return")  # metrics whose spread over seeds is shown
@@ -236,7 +237,6 @@ def variant_row(label: str, runs: list[dict]) -> dict:
         if name in WITH_SD:
             row[f"{name} sd"] = vals.std(ddof=1) if len(vals) > 1 else np.nan
     row["turnover/day"] = np.mean([r["final"]["turnover"] for r in runs])
-    row["costs (NAV)"] = np.mean([r["final"]["costs_fraction"] for r in runs])
     row["train s"] = np.mean([r["wall_s"] for r in runs])
     return row
 
@@ -302,7 +302,7 @@ for c in sorted(set(cost_scales) | {baseline["cost_scale"]}):
                          {k: tuple(v) for k, v in base_cfg.data.costs_bps.items()}, names=["equal_weight"])[0]
     days = np.array([date_index[str(d)] for d in res.dates])
     BENCH[float(c)] = {"dates": res.dates.astype(str), "returns": res.returns, "risk_free": rf_store[days],
-                       "summary": pm.summarize(res.returns, rf_store[days], PERIODS, res.turnover),
+                       "summary": strategy_metrics(res, context),
                        "costs": float(np.sum(res.cost * res.nav[:-1]))}
 bench_rows = pd.DataFrame({f"cost x{c:g}": {name: b["summary"][key] for key, name in METRICS}
                            for c, b in BENCH.items()}).T

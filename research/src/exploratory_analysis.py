@@ -65,7 +65,7 @@ from data.config import DataConfig, from_mapping, load_yaml
 from data.data_loader import load_market
 from data.feature_engineering import build_feature_store, compute_raw_features
 from data.universe import calendar_of
-from evaluation import performance_metrics as pm
+from training import metrics as pm
 
 pio.renderers.default = "plotly_mimetype+notebook_connected"
 pd.set_option("display.float_format", "{:.4f}".format)
@@ -185,7 +185,7 @@ fig.show()
 # Daily log returns on each asset's own quote days (an ETF's Friday-to-Monday move is one return; the
 # carried weekend closes are not zero-return observations). Annualised with 365 periods for 7-day assets
 # and 252 for weekday assets. VaR/CVaR are historical, on simple returns, as returns (negative = loss),
-# from `evaluation.performance_metrics`; "VaR99 / normal" compares the empirical 1% quantile with that
+# from `training.metrics`; "VaR99 / normal" compares the empirical 1% quantile with that
 # of a normal with the same mean and standard deviation (> 1 = fatter left tail).
 
 # %%
@@ -253,7 +253,7 @@ plt.show()
 # %% [markdown]
 # ## 3. Rolling correlations and regimes
 # Correlations need synchronous returns: each calendar day's return is folded onto the last weekday on
-# or before it (`evaluation.performance_metrics.weekday_groups`), so a Friday row holds the Friday-to-
+# or before it (`training.metrics.weekday_groups`), so a Friday row holds the Friday-to-
 # Monday move of every asset, crypto and ETF alike. Regimes: the growth index (equal weight of the listed
 # growth assets) is in **stress** when its realised volatility over `regime_vol_window` trading days is
 # above its median over the training span (days <= train_end), else **calm**.
@@ -353,7 +353,7 @@ plt.show()
 # On each asset's quote-day simple returns: `mean / std (ddof=1) * sqrt(periods)` over the last
 # `sharpe_window` quote days, with no risk-free deduction (a raw asset Sharpe), 365 periods for 7-day
 # assets and 252 for weekday assets. The last value is checked against
-# `evaluation.performance_metrics.sharpe_ratio`.
+# `training.metrics.sharpe_ratio`.
 
 # %%
 rolling_sharpe = {}
