@@ -3,7 +3,10 @@
 Usage (from the repository root)::
 
     python deployment/pipeline.py [--config configs/quickstart.yaml] [--source synthetic|csv|yfinance]
-                                  [--data-dir DIR] [--seed N] [--total-timesteps N] [--out outputs/demo]
+                                  [--data-dir DIR] [--seed N] [--total-timesteps N] [--out DIR]
+
+``--out`` defaults to ``outputs/demo`` for the synthetic quickstart and to ``outputs/<source>-<config name>``
+otherwise (``outputs/csv-paper`` for the paper config on CSVs), so a real-data run never overwrites the demo.
 
 Each stage is the project's own command-line tool run as a subprocess, exactly as a user would type it
 (the commands are printed), so the demo exercises the documented contract end to end:
@@ -11,7 +14,8 @@ Each stage is the project's own command-line tool run as a subprocess, exactly a
 1. ``data/feature_engineering.py``  builds the TFRecord feature store;
 2. ``training/train.py``            trains PPO-Transformer into a run directory;
 3. ``evaluation/backtester.py``     backtests it out of sample against the classical benchmarks;
-4. ``deployment/model_export.py``   exports TorchScript, ONNX, SavedModel and tf2onnx with a parity check;
+4. ``deployment/model_export.py``   exports TorchScript, ONNX, SavedModel and tf2onnx with a parity check
+   on real observations from stage 1's feature store (``--store``);
 5. a plain ``onnxruntime`` session loads ``policy.onnx`` and allocates once on the last observation.
 
 It prints the metrics table and where the reports and exports are. A failing stage stops the run with
@@ -88,6 +92,23 @@ def allocate_once_with_onnxruntime(export_dir: Path, store_dir: Path) -> dict[st
     return {t: float(w) for t, w in zip([*tickers, "CASH"], out[0])}
 
 
+def default_out(config: str, source: str | None) -> str:
+    """``outputs/demo`` for the synthetic quickstart, else ``outputs/<source>-<config stem>``; the source is
+    ``--source`` or the config's ``data.source`` (synthetic when the config cannot be read: stage 1 then
+    reports the problem)."""
+    from data.config import load_yaml
+    from data.market import DataError
+
+    if source is None:
+        try:
+            source = str((load_yaml(str(ROOT / config) if not Path(config).is_absolute() else config).get("data")
+                          or {}).get("source", "synthetic"))
+        except (DataError, OSError, AttributeError):
+            source = "synthetic"
+    stem = Path(config).stem
+    return "outputs/demo" if (source, stem) == ("synthetic", "quickstart") else f"outputs/{source}-{stem}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/quickstart.yaml")
@@ -95,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--total-timesteps", type=int, default=None)
-    parser.add_argument("--out", default="outputs/demo", help="folder for the store, run, report and export")
+    parser.add_argument("--out", default=None, help="folder for the store, run, report and export (default "
+                        "outputs/demo for the synthetic quickstart, else outputs/<source>-<config name>)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = default_out(args.config, args.source)
 
     out = (ROOT / args.out).resolve() if not Path(args.out).is_absolute() else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -122,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     timings["export"] = _run_stage(
         "4/5 export (TorchScript, ONNX, SavedModel, tf2onnx)",
-        ["deployment/model_export.py", "--run", str(run_dir), "--out", str(export_dir)],
+        ["deployment/model_export.py", "--run", str(run_dir), "--store", str(store_dir), "--out", str(export_dir)],
     )
     print("\n=== 5/5 allocate once with a plain onnxruntime session", flush=True)
     t0 = time.perf_counter()
@@ -140,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  run           : {run_dir}")
     print(f"  report        : {report_dir} (metrics.md, metrics.json, HTML tear sheet and charts)")
     print(f"  export        : {export_dir} (policy.ts, policy.onnx, saved_model/, policy_tf.onnx)")
-    print(f"  parity        : {json.dumps(parity.get('max_abs_diff', parity))}")
+    print(f"  parity        : {json.dumps(parity.get('max_abs_diff', parity))} on {parity.get('observations')}")
     total = time.perf_counter() - t_start
     print("  stage seconds : " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) + f", total {total:.1f}")
     return 0

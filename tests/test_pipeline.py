@@ -34,6 +34,10 @@ def test_pipeline_runs_every_stage_and_allocates_with_onnxruntime(tmp_path):
     assert "SYNTHETIC" in result.stdout and "Equal-weight" in result.stdout and "agent" in result.stdout
     parity = json.loads((out / "export" / "parity.json").read_text())
     assert parity["passed"] is True
+    # parity ran on the pipeline's own feature store, not on random N(0,1) inputs
+    assert parity["observations"] == f"feature store '{out / 'feature_store'}'"
+    # the report folder holds the daily series for researchers' own tools
+    assert (out / "report" / "returns.csv").is_file() and (out / "report" / "weights.csv").is_file()
     # A plain onnxruntime session (no project code) accepts a batch of observations of the documented size.
     sess = ort.InferenceSession(str(out / "export" / "policy.onnx"), providers=["CPUExecutionProvider"])
     dim = sess.get_inputs()[0].shape[1]
@@ -49,3 +53,18 @@ def test_pipeline_stops_with_the_stage_error_on_a_bad_config(tmp_path):
     )
     assert result.returncode == 2
     assert "missing.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_real_data_runs_do_not_overwrite_the_synthetic_demo(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from deployment.pipeline import default_out
+
+    assert default_out("configs/quickstart.yaml", None) == "outputs/demo"
+    assert default_out("configs/quickstart.yaml", "synthetic") == "outputs/demo"
+    assert default_out("configs/quickstart.yaml", "csv") == "outputs/csv-quickstart"
+    assert default_out("configs/paper.yaml", "csv") == "outputs/csv-paper"
+    assert default_out("configs/paper.yaml", None) == "outputs/synthetic-paper"  # paper.yaml's data.source
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("data:\n  source: csv\n")
+    assert default_out(str(cfg), None) == "outputs/csv-mine"
+    assert default_out(str(tmp_path / "missing.yaml"), None) == "outputs/synthetic-missing"
