@@ -405,7 +405,13 @@ def backtest(
     if start is None and end is None:
         start = experiment.val_start
     windows = [experiment.env.window] + [r.experiment.env.window for r in runs]
-    span_start, span_end = span_bounds(store, start, end, max(windows))
+    try:
+        span_start, span_end = span_bounds(store, start, end, max(windows))
+    except DataError as err:
+        if start is not None and end is None and str(start) > str(store.dates[-1]):
+            raise DataError(f"{err}; to backtest after the loaded data, pass --end DATE (with a --data-dir "
+                            "that holds the newer prices)") from None
+        raise
     context = MarketContext.from_store(store, data_cfg)
     periods = context.periods
     costs = {k: (float(v[0]), float(v[1])) for k, v in data_cfg.costs_bps.items()}

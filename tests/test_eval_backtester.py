@@ -189,7 +189,7 @@ def test_bad_input_exits_2_with_one_sentence(workspace, capsys, tmp_path):
     cases = [
         (["--run", tmp_path / "missing", "--out", tmp_path / "o"], "does not exist"),
         (["--run", run, "--config", workspace["root"] / "other.yaml", "--out", tmp_path / "o"], "another universe"),
-        (["--run", run, "--start", "2030-01-01", "--out", tmp_path / "o"], "no days to backtest"),
+        (["--run", run, "--start", "2030-01-01", "--out", tmp_path / "o"], "pass --end DATE"),
         (["--run", run, "--start", "2022-02-10", "--end", "2022-02-01", "--out", tmp_path / "o"], "no days"),
         (["--run", run, "--start", "01/02/2022", "--out", tmp_path / "o"], "ISO date"),
         (["--onnx", tmp_path / "p.onnx", "--out", tmp_path / "o"], "exactly one --run"),
