@@ -97,51 +97,52 @@ class EpisodeTracker:
     step; ``infos`` is the batched env's step info (``t`` (M,) the day after the decision,
     ``target_weights`` (M, N+1), ``turnover``, ``cost``, ``nav``, ``log_return`` (M,)). With a ``context``
     and ``infos`` the records hold the diagnostics and the excess-return ratios of the backtester.
+    Each step stores the batch's arrays once (no per-env Python work); an env's episode is sliced out of
+    them when it ends, and steps no open episode needs are dropped.
     """
+
+    _KEYS = ("rewards", "returns", "days", "weights", "turnover", "cost")
 
     def __init__(self, n_envs: int, start_episode: int = 0, context: MarketContext | None = None) -> None:
         self.n_envs = int(n_envs)
         self.context = context
-        self._paths: list[dict[str, list[Any]]] = [self._empty() for _ in range(self.n_envs)]
+        self._steps: dict[str, list[np.ndarray]] = {k: [] for k in self._KEYS}
+        self._offset = 0  # global index of self._steps[...][0]
+        self._start = np.zeros(self.n_envs, dtype=np.int64)  # global step index where each env's episode began
         self.episodes = int(start_episode)
         self.records: list[EpisodeRecord] = []
 
-    @staticmethod
-    def _empty() -> dict[str, list[Any]]:
-        return {"rewards": [], "returns": [], "days": [], "weights": [], "turnover": [], "cost": []}
-
     def step(self, timestep: int, rewards: np.ndarray, returns: np.ndarray, dones: np.ndarray,
              infos: dict[str, Any] | None = None) -> list[EpisodeRecord]:
-        new: list[EpisodeRecord] = []
-        rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
-        returns = np.asarray(returns, dtype=np.float64).reshape(-1)
-        dones = np.asarray(dones, dtype=bool).reshape(-1)
+        buf = self._steps
+        buf["rewards"].append(np.asarray(rewards, dtype=np.float64).reshape(-1))
+        buf["returns"].append(np.asarray(returns, dtype=np.float64).reshape(-1))
         full = self.context is not None and infos is not None
         if full:
-            days = np.asarray(infos["t"]).reshape(-1) - 1
-            nav_before = np.asarray(infos["nav"], np.float64) / np.exp(np.asarray(infos["log_return"], np.float64))
-            cost = np.where(nav_before > 0, np.asarray(infos["cost"], np.float64) / np.maximum(nav_before, 1e-300), 0.0)
-            target = np.asarray(infos["target_weights"], dtype=np.float64)
-            turn = np.asarray(infos["turnover"], dtype=np.float64).reshape(-1)
-        for i in range(self.n_envs):
-            path = self._paths[i]
-            path["rewards"].append(float(rewards[i]))
-            path["returns"].append(float(returns[i]))
-            if full:
-                path["days"].append(int(days[i]))
-                path["weights"].append(target[i].copy())
-                path["turnover"].append(float(turn[i]))
-                path["cost"].append(float(cost[i]))
-            if dones[i]:
-                self.episodes += 1
-                extra = {}
-                if full:
-                    extra = {"context": self.context, "days": np.array(path["days"]),
-                             "weights": np.array(path["weights"]), "turnover": np.array(path["turnover"]),
-                             "cost": np.array(path["cost"])}
-                new.append(episode_record(timestep, self.episodes, np.array(path["rewards"]),
-                                          np.array(path["returns"]), **extra))
-                self._paths[i] = self._empty()
+            log_ret = np.asarray(infos["log_return"], np.float64)
+            nav_before = np.asarray(infos["nav"], np.float64) / np.exp(log_ret)
+            cost = np.asarray(infos["cost"], np.float64) / np.where(nav_before > 0, nav_before, np.inf)
+            buf["days"].append(np.asarray(infos["t"], dtype=np.int64).reshape(-1) - 1)
+            buf["weights"].append(np.array(infos["target_weights"], dtype=np.float64))
+            buf["turnover"].append(np.asarray(infos["turnover"], dtype=np.float64).reshape(-1))
+            buf["cost"].append(cost)
+        now = self._offset + len(buf["rewards"])  # global index one past this step
+        new: list[EpisodeRecord] = []
+        for i in np.flatnonzero(np.asarray(dones, dtype=bool).reshape(-1)):
+            lo = int(self._start[i]) - self._offset
+            col = {k: np.array([row[i] for row in buf[k][lo:]]) for k in self._KEYS if buf[k]}
+            self.episodes += 1
+            extra = {}
+            if full and len(col.get("days", ())) == len(col["rewards"]):
+                extra = {"context": self.context, "days": col["days"], "weights": col["weights"],
+                         "turnover": col["turnover"], "cost": col["cost"]}
+            new.append(episode_record(timestep, self.episodes, col["rewards"], col["returns"], **extra))
+            self._start[i] = now
+        drop = int(self._start.min()) - self._offset
+        if drop > 0:
+            for k in self._KEYS:
+                del buf[k][:drop]
+            self._offset += drop
         self.records.extend(new)
         return new
 
