@@ -43,6 +43,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter, here and in the stages
+# oneDNN's start-up notice (and absl's pre-init warning that precedes it) ignore the level above; with oneDNN's
+# custom ops off TensorFlow prints nothing, and the export's parity check still compares every format.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def _run_stage(name: str, argv: list[str]) -> float:

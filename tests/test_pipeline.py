@@ -20,6 +20,7 @@ def test_pipeline_runs_every_stage_and_allocates_with_onnxruntime(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "oneDNN" not in result.stderr and "absl::InitializeLog" not in result.stderr  # TensorFlow is quiet
     for path in ["feature_store/manifest.json", "run/policy.pth", "run/config.json", "report/metrics.md",
                  "report/metrics.json", "export/policy.onnx", "export/policy.ts", "export/policy_tf.onnx",
                  "export/saved_model", "export/parity.json"]:
