@@ -78,10 +78,22 @@ MIN_SPAN_DECISIONS = 30
 
 # -- small I/O helpers ----------------------------------------------------------------------------------
 def write_json(path: Path, obj: Any) -> None:
-    """JSON to ``path`` via a temp file + rename."""
+    """JSON to ``path`` via a temp file + rename; NaN/inf are written as ``null`` (as in ``metrics.json``)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default), encoding="utf-8")
+    tmp.write_text(json.dumps(_finite_or_none(obj), indent=2, default=_json_default, allow_nan=False),
+                   encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """``obj`` with every non-finite float (an undefined Sortino, say) replaced by None, recursively."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return None
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
