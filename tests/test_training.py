@@ -56,7 +56,14 @@ def test_overrides_are_applied_before_the_frozen_config_is_built():
     assert parse_set_option("env.window=20") == ("env.window", 20)
     assert parse_set_option("training.val_years=[2021, 2022]") == ("training.val_years", [2021, 2022])
     cfg = tiny_cfg()
-    assert cfg.env.window == 5 and cfg.agent["ppo"]["d_model"] == 16
+    assert cfg.env.window == 5 and cfg.agent["ppo"].d_model == 16
+    # The agent section is kept as the registry's typed config, with the derived fields filled in late.
+    from agents.ppo_agent import PPOConfig
+
+    assert cfg.agent_config == PPOConfig(learning_rate=0.0003, n_steps=64, batch_size=64, n_epochs=2, ent_coef=0.001,
+                                         clip_range=0.2, d_model=16, n_heads=2, day_layers=1, asset_layers=1,
+                                         dim_feedforward=32)
+    assert cfg.agent_config_for(n_features=9) == dataclasses.replace(cfg.agent_config, window=5, n_features=9, seed=0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.training.seed = 3  # type: ignore[misc]
     assert from_raw(to_raw(cfg)) == cfg  # the written mapping rebuilds the same config
@@ -226,14 +233,41 @@ def test_two_trial_optuna_study_on_sqlite_writes_a_config_train_py_accepts(tmp_p
     assert trials["n_trials"] == 2 and trials["best_value"] == pytest.approx(study.best_value)
     best = load_experiment(tmp_path / "best_config.yaml")
     assert best.env.reward == "risk_adjusted" and best.env.window in (2, 5, 10)
-    assert best.agent["ppo"]["learning_rate"] == pytest.approx(study.best_params["agent.ppo.learning_rate"])
+    assert best.agent["ppo"].learning_rate == pytest.approx(study.best_params["agent.ppo.learning_rate"])
     rc = train.main(["--config", str(tmp_path / "best_config.yaml"), "--total-timesteps", "64", "--quiet",
                      "--out", str(tmp_path / "best_run")])
     assert rc == 0 and (tmp_path / "best_run" / "policy.pth").is_file()
 
 
+def test_two_seeds_as_ray_tasks_equal_the_local_process_pool(tmp_path, capsys):
+    import ray
+
+    from training.parallel import run_jobs
+    from training.train import train_seed_job
+
+    overrides = {**TINY, "training.total_timesteps": 64, "training.n_envs": 2, "training.checkpoint_every": 0}
+    jobs = lambda root: [{"config_path": None, "overrides": {**overrides, "training.seed": s},  # noqa: E731
+                          "out": str(root / f"seed_{s}"), "source": None, "data_dir": None} for s in (0, 1)]
+    pooled = run_jobs(train_seed_job, jobs(tmp_path / "pool"), workers=2, label="seed runs")
+    try:
+        remote = run_jobs(train_seed_job, jobs(tmp_path / "ray"), workers=2, ray_address="local", label="seed runs")
+        assert ray.is_initialized()  # the test started its own local cluster
+    finally:
+        ray.shutdown()
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[seed runs]")]
+    assert [ln.split(",")[0] for ln in lines] == ["[seed runs] 1/2 done", "[seed runs] 2/2 done"] * 2
+    for s, a, b in zip((0, 1), pooled, remote):
+        timing = ("train_seconds",)
+        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+        assert a["seed"] == s and a["global_step"] == 64
+        assert (tmp_path / "pool" / f"seed_{s}" / "policy.pth").read_bytes() == \
+            (tmp_path / "ray" / f"seed_{s}" / "policy.pth").read_bytes()
+    assert pooled[0]["sharpe"] != pooled[1]["sharpe"]  # two seeds, two different runs
+
+
 def test_ray_local_cluster_runs_two_trials_in_parallel(tmp_path):
-    ray = pytest.importorskip("ray")
+    import ray
+
     from training.hyperparameter_tuning import run_study
 
     cfg = tiny_cfg(**{"training.total_timesteps": 128, "training.n_envs": 2})
@@ -290,7 +324,7 @@ def test_search_space_follows_the_algorithm_and_encoder():
 
     ppo = keys()
     assert {"agent.ppo.learning_rate", "agent.ppo.ent_coef", "agent.ppo.clip_range", "agent.ppo.d_model",
-            "agent.ppo.day_layers", "env.window", "env.alpha", "env.delta"} <= ppo
+            "agent.ppo.day_layers", "env.window", "env.return_weight", "env.cost_penalty"} <= ppo
     assert "agent.ppo.lstm_layers" not in ppo
     assert "agent.ppo.lstm_layers" in keys(**{"agent.ppo.encoder": "lstm"})
     sac = keys(**{"training.algo": "sac"})
