@@ -44,7 +44,8 @@ def workspace(tmp_path_factory):
     Stand-in for ``training/train.py``: the run directory is written the way the contract describes
     (``policy.pth`` + ``config.json`` via ``agents.io.save_agent``, the experiment record, ``manifest.json``).
     """
-    torch = pytest.importorskip("torch")
+    import torch
+
     torch.set_num_threads(1)
     from agents.common import ObsLayout
     from agents.io import save_agent

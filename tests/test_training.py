@@ -38,6 +38,12 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+def _compounded(returns_csv: Path) -> float:
+    """Total return compounded by hand from ``validation_returns.csv``'s daily net returns."""
+    rows = returns_csv.read_text().splitlines()[1:]
+    return float(np.prod([1.0 + float(line.split(",")[1]) for line in rows]) - 1.0)
+
+
 def tiny_cfg(**extra):
     return load_experiment(None, {**TINY, **extra})
 
@@ -131,6 +137,7 @@ def test_train_cli_end_to_end_writes_a_complete_run_directory(tmp_path):
     val = json.loads((out / "validation.json").read_text())
     assert val["start"] == "2023-01-01" and val["end"] == "2023-12-31" and val["risk_free"] == "BIL"
     assert np.isfinite(val["sharpe"]) and 0 <= val["max_drawdown"] < 1 and val["global_step"] == 512
+    assert val["total_return"] == pytest.approx(_compounded(out / "validation_returns.csv"), rel=1e-12, abs=1e-15)
     curves = (out / "curves.csv").read_text().splitlines()
     assert curves[0].startswith("timestep,episode,length,reward,nav,sharpe,sortino,max_drawdown,var95,cvar95")
     assert len(curves) > 1
@@ -309,7 +316,9 @@ def test_other_algorithms_write_a_loadable_run(tmp_path, algo, extra):
 
             walk_forward(cfg, tmp_path / "wf", years=[2023], seeds=[0])
     else:
-        assert np.isfinite(metrics["sharpe"]) and metrics["global_step"] >= 128
+        assert metrics["global_step"] == 128  # 32 decisions of the 4 portfolios
+        assert metrics["total_return"] == pytest.approx(_compounded(tmp_path / "validation_returns.csv"),
+                                                        rel=1e-12, abs=1e-15)
         assert (tmp_path / "checkpoints" / "latest.pt").is_file()
 
 

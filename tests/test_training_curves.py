@@ -18,7 +18,6 @@ from training.curves import (
     read_curves_csv,
     sharpe_ratio,
     sortino_ratio,
-    turnover,
     value_at_risk,
     write_curves_csv,
 )
@@ -57,11 +56,6 @@ def test_drawdown_var_cvar_by_hand():
     # Fractional tail: 20 days at 0.95 -> one full day.
     assert cvar(r, 0.95) == pytest.approx(0.19)
     assert cvar(r, 0.975) == pytest.approx(0.19)  # half a day of the worst loss
-
-
-def test_turnover_by_hand():
-    w = np.array([[0.5, 0.5, 0.0], [0.2, 0.5, 0.3], [0.2, 0.5, 0.3]])
-    assert turnover(w) == pytest.approx((0.3 + 0.0) / 2)
 
 
 @settings(max_examples=60, deadline=None)

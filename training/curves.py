@@ -113,15 +113,6 @@ def cvar(returns: np.ndarray, level: float = 0.95) -> float:
     return _tail(returns, level)[1]
 
 
-def turnover(weights: np.ndarray) -> float:
-    """Mean daily one-way turnover ``0.5 * sum_i |w[t,i] - w[t-1,i]|`` of a weight path (T, N+1), as a
-    fraction of NAV per day. 0.0 for fewer than 2 rows."""
-    w = np.asarray(weights, dtype=np.float64)
-    if w.ndim != 2 or w.shape[0] < 2:
-        return 0.0
-    return float(0.5 * np.abs(np.diff(w, axis=0)).sum(axis=1).mean())
-
-
 @dataclass(frozen=True)
 class EpisodeRecord:
     """One finished training episode: what the learning curves plot.
