@@ -252,7 +252,8 @@ def test_two_seeds_as_ray_tasks_equal_the_local_process_pool(tmp_path, capsys):
     from training.parallel import run_jobs
     from training.train import train_seed_job
 
-    overrides = {**TINY, "training.total_timesteps": 64, "training.n_envs": 2, "training.checkpoint_every": 0}
+    # One PPO rollout: n_steps 64 x 2 portfolios = 128 env steps.
+    overrides = {**TINY, "training.total_timesteps": 128, "training.n_envs": 2, "training.checkpoint_every": 0}
     jobs = lambda root: [{"config_path": None, "overrides": {**overrides, "training.seed": s},  # noqa: E731
                           "out": str(root / f"seed_{s}"), "source": None, "data_dir": None} for s in (0, 1)]
     pooled = run_jobs(train_seed_job, jobs(tmp_path / "pool"), workers=2, label="seed runs")
@@ -266,7 +267,7 @@ def test_two_seeds_as_ray_tasks_equal_the_local_process_pool(tmp_path, capsys):
     for s, a, b in zip((0, 1), pooled, remote):
         timing = ("train_seconds",)
         assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
-        assert a["seed"] == s and a["global_step"] == 64
+        assert a["seed"] == s and a["global_step"] == 128
         assert (tmp_path / "pool" / f"seed_{s}" / "policy.pth").read_bytes() == \
             (tmp_path / "ray" / f"seed_{s}" / "policy.pth").read_bytes()
     assert pooled[0]["sharpe"] != pooled[1]["sharpe"]  # two seeds, two different runs
