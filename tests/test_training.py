@@ -92,6 +92,20 @@ def test_bad_values_raise_one_sentence(overrides, fragment):
         tiny_cfg(**overrides)
 
 
+def test_old_reward_coefficient_names_still_load_with_one_warning_each():
+    with pytest.warns(FutureWarning) as record:
+        cfg = tiny_cfg(**{"env.reward": "risk_adjusted", "env.alpha": 2.0, "env.gamma": 0.3})
+    assert [str(w.message) for w in record] == [
+        "env.alpha is deprecated: it is now env.return_weight; rename it in the config",
+        "env.gamma is deprecated: it is now env.drawdown_penalty; rename it in the config",
+    ]
+    assert (cfg.env.return_weight, cfg.env.vol_penalty, cfg.env.drawdown_penalty, cfg.env.cost_penalty) == (
+        2.0, 0.1, 0.3, 1.0)
+    assert "alpha" not in to_raw(cfg)["env"] and to_raw(cfg)["env"]["return_weight"] == 2.0
+    with pytest.raises(DataError, match="env.alpha is the old name of env.return_weight; set only env.return_weight"):
+        tiny_cfg(**{"env.alpha": 2.0, "env.return_weight": 1.0})
+
+
 def test_bad_command_lines_exit_2_with_one_sentence(tmp_path):
     no_training = tmp_path / "no_training.yaml"
     no_training.write_text((ROOT / "configs" / "quickstart.yaml").read_text().split("\ntraining:")[0])
@@ -166,7 +180,7 @@ def test_same_seed_gives_bit_identical_policy_and_another_seed_does_not(tmp_path
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path, capsys):
-    from agents.io import safe_torch_load
+    from agents.checkpoint import safe_torch_load
     from training.train import build_store, run_training
 
     cfg = tiny_cfg()
@@ -194,13 +208,18 @@ def test_resume_continues_from_the_checkpoint(tmp_path, capsys):
 
 
 # -- walk-forward -----------------------------------------------------------------------------------------
-def test_walk_forward_folds_do_not_leak_and_refit_normalisation_on_the_train_span(tmp_path):
+def test_walk_forward_folds_do_not_leak_and_refit_normalisation_on_the_train_span(tmp_path, capsys):
     from data.data_loader import load_market
     from data.feature_engineering import build_feature_store
     from training.walk_forward import expanding_folds, walk_forward
 
     cfg = tiny_cfg(**{"training.total_timesteps": 128})
     summary = walk_forward(cfg, tmp_path, years=[2022, 2023], seeds=[0])
+    out = capsys.readouterr().out
+    assert "walk-forward: 2 folds x 1 seeds = 2 runs of ppo (128 steps each)" in out
+    progress = [ln for ln in out.splitlines() if ln.startswith("[walk-forward runs]")]
+    assert [ln.split(",")[0] for ln in progress] == ["[walk-forward runs] 1/2 done", "[walk-forward runs] 2/2 done"]
+    assert "ETA" in progress[0] and progress[-1].endswith("done")
     assert [r["year"] for r in summary["folds"]] == [2022, 2023]
     market = load_market(cfg.data, verbose=False)
     manifests = {}
@@ -224,7 +243,7 @@ def test_walk_forward_folds_do_not_leak_and_refit_normalisation_on_the_train_spa
 
 
 # -- Optuna and Ray ----------------------------------------------------------------------------------------
-def test_two_trial_optuna_study_on_sqlite_writes_a_config_train_py_accepts(tmp_path):
+def test_two_trial_optuna_study_on_sqlite_writes_a_config_train_py_accepts(tmp_path, capsys):
     import optuna
 
     from training import train
@@ -233,6 +252,8 @@ def test_two_trial_optuna_study_on_sqlite_writes_a_config_train_py_accepts(tmp_p
     cfg = tiny_cfg(**{"training.total_timesteps": 128})
     summary = run_study(cfg, tmp_path, n_trials=2, seed=0)
     assert summary["n_complete"] == 2 and summary["backend"] == "optuna"
+    progress = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[tuning trials]")]
+    assert [ln.split(",")[0] for ln in progress] == ["[tuning trials] 1/2 done", "[tuning trials] 2/2 done"]
     assert (tmp_path / "study.db").is_file()
     study = optuna.load_study(study_name="tune-ppo", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert len(study.trials) == 2
