@@ -10,9 +10,9 @@
 
 ``load_agent(run_dir)`` reads both back with ``torch.load(weights_only=True)`` and rebuilds the agent
 through ``agents.registry``; a missing file or key, an unknown algorithm or a version mismatch raises
-``ValueError`` with one sentence. Both files go to a temporary file that is renamed into place, weights
-first, so an interrupted save leaves the previous pair or the new weights next to a config of the same
-shape; a reader never sees a half-written file.
+``ValueError`` with one sentence. Each file goes to a temporary file that is renamed into place (weights,
+then config), so a reader never sees a half-written file; only a kill in the instant between the two
+renames could pair new weights with the previous config.
 """
 
 from __future__ import annotations
