@@ -12,12 +12,15 @@ weight vector on the simplex (N+1 entries, fractions of NAV, last = cash).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+
+T = TypeVar("T")
 
 #: Logit given to masked assets before the softmax; exp(-1e9) underflows to exactly 0 in float32.
 MASKED_LOGIT = -1.0e9
@@ -198,3 +201,13 @@ def as_batched_env(env: Any) -> Any:
             raise ValueError("batched envs must use gymnasium's SAME_STEP autoreset mode, not NEXT_STEP")
         return env
     return _SingleAsBatch(env)
+
+
+def resolve_config(config_class: type[T], config: Any, overrides: dict[str, Any]) -> T:
+    """The agent's frozen config: ``config`` (an instance of ``config_class``) with ``overrides`` replaced,
+    or ``config_class(**overrides)`` when ``config`` is None; any other type is a ``TypeError``."""
+    if config is None:
+        return config_class(**overrides)
+    if not isinstance(config, config_class):
+        raise TypeError(f"config must be a {config_class.__name__}, got {type(config).__name__}")
+    return dataclasses.replace(config, **overrides) if overrides else config

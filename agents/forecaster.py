@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.common import ObsLayout
+from agents.common import ObsLayout, resolve_config
 from agents.lstm_extractor import LSTMExtractor
 
 Batch = tuple[np.ndarray, ...]  # (features (B,W,N,F), targets (B,N)[, valid (B,N)]) or a tf_pipeline dict
@@ -92,8 +92,9 @@ class Forecaster:
 
     algo = "forecaster"
 
-    def __init__(self, state_dim: int, action_dim: int, layout: ObsLayout | None = None, **config: Any) -> None:
-        self.config = ForecasterConfig(**config)
+    def __init__(self, state_dim: int, action_dim: int, layout: ObsLayout | None = None,
+                 config: ForecasterConfig | None = None, **overrides: Any) -> None:
+        self.config = resolve_config(ForecasterConfig, config, overrides)
         c = self.config
         self.layout = layout or ObsLayout.infer(state_dim, action_dim, c.window)
         self.layout.check_obs_dim(state_dim)

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.common import ObsLayout, as_batch, as_batched_env, full_mask, masked_softmax
+from agents.checkpoint import atomic_torch_save, load_checkpoint
+from agents.common import ObsLayout, as_batch, as_batched_env, full_mask, masked_softmax, resolve_config
 from agents.lstm_extractor import AssetScoreHead, LSTMExtractor
 from agents.replay_buffer import IndexReplayBuffer, ObsReplayBuffer, ReplayBatch, index_source
 
@@ -62,8 +63,9 @@ class OffPolicyAgent:
     config_class: type = object
     cash_reference = False
 
-    def __init__(self, state_dim: int, action_dim: int, layout: ObsLayout | None = None, **config: Any) -> None:
-        self.config = self.config_class(**config)
+    def __init__(self, state_dim: int, action_dim: int, layout: ObsLayout | None = None,
+                 config: Any = None, **overrides: Any) -> None:
+        self.config = resolve_config(self.config_class, config, overrides)
         c = self.config
         self.layout = layout or ObsLayout.infer(state_dim, action_dim, c.window)
         self.layout.check_obs_dim(state_dim)
@@ -228,18 +230,23 @@ class OffPolicyAgent:
         return None
 
     def save_checkpoint(self, path: str) -> None:
-        from agents.io import atomic_torch_save
-
         atomic_torch_save(self.checkpoint_state(), path)
 
     @classmethod
     def load_checkpoint(cls, path: str, env: Any | None = None) -> OffPolicyAgent:
         """Rebuild from ``save_checkpoint``; pass the env to restore an index buffer (it needs the features)."""
-        from agents.io import safe_torch_load
+        return load_checkpoint(cls, path, env)
 
-        state = safe_torch_load(path)
-        layout = ObsLayout.from_dict(state["obs_layout"])
-        agent = cls(layout.obs_dim, layout.action_dim, layout=layout, **state["config"])
+    def restart_episodes(self, obs: np.ndarray) -> None:
+        """Continue ``train`` from fresh episodes whose first observations are ``obs`` (M, obs_dim)."""
+        self._env_obs = np.asarray(obs, np.float32)
+        self._ep_return = np.zeros(self._env_obs.shape[0])
+
+    def load_checkpoint_state(self, state: dict[str, Any], env: Any | None = None) -> None:
+        """Restore ``checkpoint_state()`` output in place; an index replay buffer needs ``env``."""
+        agent, layout = self, self.layout
+        if state["obs_layout"] != layout.to_dict():
+            raise ValueError("the checkpoint was made for a different observation layout")
         agent.nets.load_state_dict(state["model"])
         for k, o in agent.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
@@ -261,4 +268,3 @@ class OffPolicyAgent:
             agent.buffer.size, agent.buffer.pos = int(buf.pop("size")), int(buf.pop("pos"))
             for k, v in buf.items():
                 setattr(agent.buffer, k, v.numpy().copy())
-        return agent

@@ -43,7 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.common import ObsLayout, alr_from_weights, as_batch, as_batched_env
+from agents.checkpoint import atomic_torch_save, load_checkpoint
+from agents.common import ObsLayout, alr_from_weights, as_batch, as_batched_env, resolve_config
 from agents.ppo_encoders import ENCODERS, build_actor_critic, policy_module_of
 from agents.replay_buffer import IndexReplayBuffer, index_source
 
@@ -168,8 +169,9 @@ class PPOAgent:
 
     algo = "ppo"
 
-    def __init__(self, state_dim: int, action_dim: int, layout: ObsLayout | None = None, **config: Any) -> None:
-        self.config = PPOConfig(**config)
+    def __init__(self, state_dim: int, action_dim: int, layout: ObsLayout | None = None,
+                 config: PPOConfig | None = None, **overrides: Any) -> None:
+        self.config = resolve_config(PPOConfig, config, overrides)
         c = self.config
         self.layout = layout or ObsLayout.infer(state_dim, action_dim, c.window)
         self.layout.check_obs_dim(state_dim)
@@ -408,7 +410,8 @@ class PPOAgent:
             "obs_layout": self.layout.to_dict(),
         }
 
-    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+    def load_checkpoint_state(self, state: dict[str, Any], env: Any | None = None) -> None:
+        """Restore ``checkpoint_state()`` output in place (``env`` is unused: PPO keeps no replay buffer)."""
         if state["obs_layout"] != self.layout.to_dict():
             raise ValueError("the checkpoint was made for a different observation layout")
         self.net.load_state_dict(state["model"])
@@ -423,20 +426,17 @@ class PPOAgent:
 
     def save_checkpoint(self, path: str) -> None:
         """Write the full training state to ``path`` (torch.save of tensors and plain types; no objects)."""
-        from agents.io import atomic_torch_save
-
         atomic_torch_save(self.checkpoint_state(), path)
 
     @classmethod
-    def load_checkpoint(cls, path: str) -> PPOAgent:
-        """Rebuild an agent from ``save_checkpoint`` output (``torch.load(weights_only=True)``)."""
-        from agents.io import safe_torch_load
+    def load_checkpoint(cls, path: str, env: Any | None = None) -> PPOAgent:
+        """Rebuild an agent from ``save_checkpoint`` output (``agents.checkpoint.load_checkpoint``)."""
+        return load_checkpoint(cls, path, env)
 
-        state = safe_torch_load(path)
-        layout = ObsLayout.from_dict(state["obs_layout"])
-        agent = cls(layout.obs_dim, layout.action_dim, layout=layout, **state["config"])
-        agent.load_checkpoint_state(state)
-        return agent
+    def restart_episodes(self, obs: np.ndarray) -> None:
+        """Continue ``train`` from fresh episodes whose first observations are ``obs`` (M, obs_dim)."""
+        self._env_obs = np.asarray(obs, np.float32)
+        self._ep_return = np.zeros(self._env_obs.shape[0])
 
 
 __all__ = ["PPOAgent", "PPOConfig", "gae", "as_batched_env"]

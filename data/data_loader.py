@@ -167,6 +167,23 @@ def _market_to_frames(market: MarketData) -> dict[str, pd.DataFrame]:
     return frames
 
 
+def series_warnings(ticker: str, frame: pd.DataFrame, start: str, end: str) -> list[str]:
+    """Sentences about a legal but suspicious series: volume 0 on every quote, or a close that never changes.
+
+    ``frame`` is the ticker's clean table (``validate_ohlcv``) clipped to ``[start, end]``.
+    """
+    out = []
+    n = len(frame)
+    if n and not (frame["Volume"].to_numpy() > 0).any():
+        out.append(f"{ticker} reports zero volume on all {n} quoted days between {start} and {end}; "
+                   "the slippage rule sees no traded volume for it")
+    close = frame["Close"].to_numpy()
+    if n > 1 and (close == close[0]).all():
+        out.append(f"{ticker}'s close is {close[0]:g} on all {n} quoted days between {start} and {end}; "
+                   "its returns are all zero (a stale or placeholder series?)")
+    return out
+
+
 def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: str, source: str,
           min_history_days: int = 1, missing: dict[str, str] | None = None,
           verbose: bool = True) -> MarketData:
@@ -177,6 +194,10 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
     ``missing`` maps tickers the source lacks to a reason; they and assets with fewer than
     ``min_history_days`` quotes in the span are dropped, reported in ``MarketData.dropped``/``notes``
     and printed to stderr when ``verbose``. Raises ``DataError`` when fewer than 2 assets remain.
+
+    Two suspicious but legal series are kept with one ``warning:`` line each (also in ``notes``): a kept
+    asset whose volume is zero on every quoted day of the span (the slippage rule then sees no liquidity)
+    and one whose close never changes (zero returns: a stale or placeholder series).
     """
     days = calendar(start, end)
     lo, hi = days[0], days[-1]
@@ -216,6 +237,8 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
     notes = [f"dropped {t}: {reasons[t]}" for t in dropped]
     if first > lo or last < hi:
         notes.append(f"calendar trimmed to the quoted span {first}..{last} (asked {start}..{end})")
+    warned = [f"warning: {w}" for t in kept for w in series_warnings(t, clipped[t], start, end)]
+    notes.extend(warned)
     sub_universe = universe.subset(kept)
     shape = (len(days), len(kept))
     out = {c: np.full(shape, np.nan) for c in PRICE_COLUMNS}
@@ -251,7 +274,7 @@ def align(frames: dict[str, pd.DataFrame], universe: Universe, start: str, end: 
             notes.append(f"{ticker}'s last quote is {last_day}; its price is carried over after that")
     if verbose:
         for note in notes:
-            print(f"note: {note}", file=sys.stderr)
+            print(note if note.startswith("warning: ") else f"note: {note}", file=sys.stderr)
     return MarketData(
         dates=days, tickers=sub_universe.tickers, categories=sub_universe.categories,
         open=out["Open"], high=out["High"], low=out["Low"], close=out["Close"], volume=volume,

@@ -32,7 +32,6 @@ if __package__ in (None, ""):
 
 import argparse
 import dataclasses
-import hashlib
 import os
 import sys
 import time
@@ -42,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from data.config import DataConfig
-from data.market import DataError, FeatureStore, MarketData
+from data.market import DataError, FeatureStore, MarketData, store_content_hash
 
 #: The longest per-asset lookback in quote days (SMA/EMA 200, drawdown from the 200-day high).
 LOOKBACK_BARS = 200
@@ -322,21 +321,6 @@ def normalise(raw: np.ndarray, listed: np.ndarray, mean: np.ndarray, std: np.nda
     """(T, N, F) float32: ``clip((raw - mean) / std, -clip, clip)``, exactly 0 where not ``listed``."""
     z = np.clip((raw - mean) / std, -clip, clip)
     return np.where(listed[:, :, None], z, 0.0).astype(np.float32)
-
-
-_HASHED_ARRAYS = ("dates", "features", "close", "returns", "volume", "tradable", "listed", "norm_mean", "norm_std")
-
-
-def store_content_hash(store: FeatureStore) -> str:
-    """SHA-256 (hex) over the store's arrays (dtype, shape, bytes), names, train_end and source."""
-    h = hashlib.sha256()
-    for meta in (store.tickers, store.categories, store.feature_names, (str(store.train_end), store.source)):
-        h.update("\x1f".join(meta).encode() + b"\x1e")
-    for name in _HASHED_ARRAYS:
-        arr = np.ascontiguousarray(getattr(store, name))
-        h.update(f"{name}|{arr.dtype.str}|{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
 
 
 def build_feature_store(market: MarketData, train_end: str | np.datetime64, clip: float = 10.0,

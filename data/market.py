@@ -8,6 +8,7 @@ crypto (7-day) calendar, axis 1 the asset in universe order.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,3 +122,19 @@ class FeatureStore:
             listed=self.listed[sl], norm_mean=self.norm_mean, norm_std=self.norm_std,
             train_end=self.train_end, source=self.source, content_hash=self.content_hash,
         )
+
+
+#: The arrays ``store_content_hash`` covers, in order.
+HASHED_ARRAYS = ("dates", "features", "close", "returns", "volume", "tradable", "listed", "norm_mean", "norm_std")
+
+
+def store_content_hash(store: FeatureStore) -> str:
+    """SHA-256 (hex) over the store's arrays (dtype, shape, bytes), names, train_end and source."""
+    h = hashlib.sha256()
+    for meta in (store.tickers, store.categories, store.feature_names, (str(store.train_end), store.source)):
+        h.update("\x1f".join(meta).encode() + b"\x1e")
+    for name in HASHED_ARRAYS:
+        arr = np.ascontiguousarray(getattr(store, name))
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()

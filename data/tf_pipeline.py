@@ -21,16 +21,20 @@ TensorFlow is imported inside the functions only, so importing this module costs
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from data.market import DataError, FeatureStore
+from data.market import DataError, FeatureStore, store_content_hash
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -39,19 +43,50 @@ SHARD_DAYS = 512
 _EPOCH = np.datetime64("1970-01-01", "D")
 
 
-def _tf():
-    """Import TensorFlow for this module (lazily; ``import data.tf_pipeline`` itself costs nothing).
+@contextlib.contextmanager
+def _stderr_fd_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the block (C++ writes included), then restore it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
-    Two process-wide defaults, set only if the user has not set them and effective only if TensorFlow
-    has not run an op yet: quiet C++ logs, and the pooled (BFC) CPU allocator. Without the pool every
-    [B, window, N, F] batch is a fresh ~26 MB allocation whose page faults cost more than the copy itself
-    (window batches 3-4x slower; see benchmarks/bench_features.py).
+
+def import_tensorflow() -> Any:
+    """Import TensorFlow quietly (lazily: ``import data.tf_pipeline`` itself costs nothing); the one place
+    the project imports it (``deployment`` calls this too).
+
+    Process-wide defaults, set only if the user has not set them and effective only if TensorFlow has not
+    run an op yet: quiet C++ logs (``TF_CPP_MIN_LOG_LEVEL=2``) and the pooled (BFC) CPU allocator. Without
+    the pool every [B, window, N, F] batch is a fresh ~26 MB allocation whose page faults cost more than the
+    copy itself (window batches 3-4x slower; see benchmarks/bench_features.py). The lines TensorFlow's C++
+    core writes while it loads ("All log messages before absl::InitializeLog() ...", "oneDNN custom
+    operations are on ...") ignore ``TF_CPP_MIN_LOG_LEVEL``, so stderr is muted during the import itself;
+    afterwards TensorFlow's and absl's Python loggers report errors only. An import error still raises.
     """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
-    import tensorflow as tf
+    with _stderr_fd_silenced():
+        import tensorflow as tf
+    tf.get_logger().setLevel(logging.ERROR)
+    try:
+        from absl import logging as absl_logging
 
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # pragma: no cover - absl ships with TensorFlow
+        pass
     return tf
+
+
+_tf = import_tensorflow
 
 
 def schema_of(n_assets: int, n_features: int) -> dict[str, dict[str, Any]]:
@@ -221,8 +256,6 @@ def read_store(out_dir: str | os.PathLike) -> FeatureStore:
 
     The content hash is recomputed and checked against the manifest; a mismatch raises ``DataError``.
     """
-    from data.feature_engineering import store_content_hash
-
     manifest = read_manifest(out_dir)
     a = {k: v.numpy() for k, v in _read_all(out_dir, manifest).items()}
     store = FeatureStore(

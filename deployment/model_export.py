@@ -160,23 +160,26 @@ def export_onnx(module, example, path: Path, metadata: dict[str, str]) -> None:
 
 
 def tf_module_for(algo: str, agent, layout):
-    """The TensorFlow twin of ``agent.policy_module()`` for ``algo`` (ppo with any encoder, sac, ddpg)."""
+    """The TensorFlow twin of ``agent.policy_module()``, chosen by the policy's encoder (``agents.registry``:
+    PPO's ``config.encoder``, LSTM for SAC/DDPG); the forecaster is not a policy."""
+    from agents.registry import REGISTRY, algorithm
     from deployment import tf_policy
 
-    encoder = getattr(agent.config, "encoder", "transformer") if algo == "ppo" else "lstm"
-    if algo == "ppo" and encoder == "transformer":
+    spec = algorithm(algo)
+    if not spec.policy:
+        policies = ", ".join(name for name, a in REGISTRY.items() if a.policy)
+        raise DataError(f"exporting algorithm '{algo}' is not supported; expected {policies}")
+    encoder = spec.policy_encoder(agent.config)
+    if encoder == "transformer":
         state = {k: v.detach().cpu().numpy() for k, v in agent.model_state().items()}
         return tf_policy.transformer_policy(state, layout, agent.config.n_heads)
-    if algo in ("ppo", "sac", "ddpg"):
-        module = agent.policy_module()  # LSTMPolicyModule: SAC/DDPG actors, PPO-LSTM and PPO-MLP
-        state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
-        if encoder == "lstm":
-            return tf_policy.lstm_policy(state, layout, bool(module.cash_reference))
-        if encoder == "mlp":
-            return tf_policy.mlp_policy(state, layout)
-        raise DataError(f"exporting a PPO policy with encoder '{encoder}' is not supported; "
-                        "expected transformer, lstm or mlp")
-    raise DataError(f"exporting algorithm '{algo}' is not supported; expected ppo, sac or ddpg")
+    module = agent.policy_module()  # LSTMPolicyModule: SAC/DDPG actors, PPO-LSTM and PPO-MLP
+    state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    if encoder == "lstm":
+        return tf_policy.lstm_policy(state, layout, bool(module.cash_reference))
+    if encoder == "mlp":
+        return tf_policy.mlp_policy(state, layout)
+    raise DataError(f"exporting a policy with encoder '{encoder}' is not supported; expected transformer, lstm or mlp")
 
 
 def _ort(path: Path):

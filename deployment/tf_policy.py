@@ -28,12 +28,9 @@ LN_EPS = 1e-5
 
 
 def _tf():
-    import os
+    from data.tf_pipeline import import_tensorflow  # quiet start-up, one place
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    return tf
+    return import_tensorflow()
 
 
 def _linear(x, w, b):

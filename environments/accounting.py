@@ -355,7 +355,8 @@ def step_portfolios(
         reward, dsr_a, dsr_b = differential_sharpe(ratio - 1.0, dsr_a, dsr_b, cfg.dsr_eta)
     else:
         vol_new = rolling_vol(log_returns, n_returns)
-        reward = cfg.alpha * log_ret - cfg.beta * vol_new - cfg.gamma * drawdown - cfg.delta * (cost / nav)
+        reward = (cfg.return_weight * log_ret - cfg.vol_penalty * vol_new - cfg.drawdown_penalty * drawdown
+                  - cfg.cost_penalty * (cost / nav))
     if cfg.concentration_penalty:
         reward = reward - cfg.concentration_penalty * _sum(risky * risky, 1)
 

@@ -8,11 +8,33 @@ default, so an empty section gives the defaults below. Invalid values raise ``Da
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from data.market import DataError
 
 REWARDS: tuple[str, ...] = ("log_return", "dsr", "risk_adjusted")
+#: Reward coefficients renamed so they no longer read like SAC's temperature (alpha) or the discount (gamma).
+RENAMED_KEYS: dict[str, str] = {
+    "alpha": "return_weight", "beta": "vol_penalty", "gamma": "drawdown_penalty", "delta": "cost_penalty",
+}
+
+
+def env_section(raw: dict[str, Any]) -> dict[str, Any]:
+    """The YAML ``env:`` mapping with the pre-rename keys (``alpha``, ``beta``, ``gamma``, ``delta``) moved to
+    their names (``RENAMED_KEYS``) and one ``FutureWarning`` line per old key, so run directories written
+    before the rename still load; an old key next to its new name is a ``DataError``."""
+    out = dict(raw)
+    for old, new in RENAMED_KEYS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise DataError(f"env.{old} is the old name of env.{new}; set only env.{new}")
+        warnings.warn(f"env.{old} is deprecated: it is now env.{new}; rename it in the config", FutureWarning,
+                      stacklevel=2)
+        out[new] = out.pop(old)
+    return out
 
 
 @dataclass(frozen=True)
@@ -31,7 +53,8 @@ class EnvConfig:
 
     Rewards (``reward``): ``"log_return"`` = ``log(NAV_{t+1} / NAV_t)``; ``"dsr"`` = Moody & Saffell's
     differential Sharpe ratio of the simple return with EMA decay ``dsr_eta``; ``"risk_adjusted"`` =
-    ``alpha * log_return - beta * vol20 - gamma * drawdown - delta * cost`` with ``vol20`` the sample
+    ``return_weight * log_return - vol_penalty * vol20 - drawdown_penalty * drawdown - cost_penalty * cost``
+    with ``vol20`` the sample
     standard deviation of the last ``vol_window`` daily log returns (daily units), ``drawdown`` =
     ``1 - NAV / peak NAV`` and ``cost`` = fee + slippage as a fraction of the pre-trade NAV.
 
@@ -56,10 +79,10 @@ class EnvConfig:
     episode_length: int = 0
     reward: str = "log_return"
     dsr_eta: float = 0.01
-    alpha: float = 1.0
-    beta: float = 0.1
-    gamma: float = 0.1
-    delta: float = 1.0
+    return_weight: float = 1.0
+    vol_penalty: float = 0.1
+    drawdown_penalty: float = 0.1
+    cost_penalty: float = 1.0
     cost_scale: float = 1.0
     slippage: bool = True
     adv_window: int = 20
@@ -84,7 +107,8 @@ class EnvConfig:
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 bad(f"{name} must be an integer, got {getattr(self, name)!r}")
         for name in (
-            "max_weight", "concentration_penalty", "dsr_eta", "alpha", "beta", "gamma", "delta",
+            "max_weight", "concentration_penalty", "dsr_eta", "return_weight", "vol_penalty", "drawdown_penalty",
+            "cost_penalty",
             "cost_scale", "dd_vol_threshold", "dd_threshold", "dd_scale", "max_leverage",
             "borrow_rate", "maintenance_margin", "liquidation_penalty", "cash_rate", "initial_nav",
         ):

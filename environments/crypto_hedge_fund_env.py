@@ -69,7 +69,7 @@ from environments.accounting import (
     check_actions,
     step_portfolios,
 )
-from environments.config import EnvConfig
+from environments.config import EnvConfig, env_section
 
 _ENV_FIELDS = frozenset(f.name for f in fields(EnvConfig))
 
@@ -218,6 +218,7 @@ class MarketCore:
 
 
 def _config_with(config: EnvConfig | None, options: dict[str, Any]) -> EnvConfig:
+    options = env_section(options)
     unknown = sorted(set(options) - _ENV_FIELDS)
     if unknown:
         raise ValueError(f"unknown environment option '{unknown[0]}'")

@@ -43,7 +43,6 @@ from training.metrics import (  # noqa: F401 - re-exports
     summarize,
     total_return,
     trailing_volatility,
-    turnover,
     value_at_risk,
     volatile_days,
     weekday_groups,

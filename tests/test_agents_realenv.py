@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
+import environments.crypto_hedge_fund_env as env_mod
+import environments.vector_env as vec_mod
 from agents.common import ObsLayout
 from agents.ppo_agent import PPOAgent
 from agents.replay_buffer import IndexReplayBuffer, index_source
 from agents.sac_agent import SACAgent
 
-env_mod = pytest.importorskip("environments.crypto_hedge_fund_env")
-vec_mod = pytest.importorskip("environments.vector_env")
 torch.set_num_threads(1)
 
 WINDOW, N = 4, 3

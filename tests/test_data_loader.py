@@ -292,6 +292,26 @@ def test_missing_and_short_tickers_are_dropped_and_reported(market_dir, capsys):
     assert len(m.notes) == 2
 
 
+def test_zero_volume_and_constant_price_series_are_kept_with_one_warning_line_each(market_dir, capsys):
+    flat = bars(days("2021-01-01", "2021-03-31"), start_price=1.0, step=0.0)  # a stablecoin stuck at 1.0
+    write(market_dir, "FLAT-USD", flat)
+    write(market_dir, "DRY-USD", bars(days("2021-01-01", "2021-03-31")).assign(Volume=0.0))
+    cfg = config(market_dir, {"growth": ["AAA-USD", "DRY-USD"], "stable": ["FLAT-USD"], "traditional": ["EEE"]})
+    m = load_market(cfg)
+    assert set(m.tickers) == {"AAA-USD", "DRY-USD", "EEE", "FLAT-USD"}  # kept: legal, only suspicious
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning: ")]
+    assert warnings == [
+        "warning: DRY-USD reports zero volume on all 90 quoted days between 2021-01-01 and 2021-03-31; "
+        "the slippage rule sees no traded volume for it",
+        "warning: FLAT-USD's close is 1 on all 90 quoted days between 2021-01-01 and 2021-03-31; "
+        "its returns are all zero (a stale or placeholder series?)",
+    ]
+    assert [n for n in m.notes if n.startswith("warning: ")] == warnings
+    # A clean market gives no warning at all.
+    load_market(config(market_dir))
+    assert "warning:" not in capsys.readouterr().err
+
+
 def test_substitutes_are_applied(market_dir):
     cfg = config(market_dir, {"growth": ["AAA-USD"], "traditional": ["IEF"]}, substitutes={"IEF": "EEE"})
     assert load_market(cfg, verbose=False).tickers == ("AAA-USD", "EEE")

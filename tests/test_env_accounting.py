@@ -97,7 +97,8 @@ def test_three_day_risk_adjusted_and_dsr_rewards():
     hand = hand_path()
     ret = [hand["nav"][k] / hand["pre"][k] - 1 for k in range(3)]
     logs = [math.log(1 + r) for r in ret]
-    env = three_day_env(reward="risk_adjusted", alpha=2.0, beta=0.5, gamma=0.3, delta=1.5)
+    env = three_day_env(reward="risk_adjusted", return_weight=2.0, vol_penalty=0.5,
+                         drawdown_penalty=0.3, cost_penalty=1.5)
     env.reset(options={"start": 0})
     peak = 1e6
     for k in range(3):
@@ -288,7 +289,8 @@ def _random_env(reward: str, **cfg) -> CryptoHedgeFundEnv:
 
 
 def test_risk_adjusted_reward_over_a_wrapping_20_day_window():
-    env = _random_env("risk_adjusted", alpha=1.0, beta=0.7, gamma=0.4, delta=2.0)
+    env = _random_env("risk_adjusted", return_weight=1.0, vol_penalty=0.7, drawdown_penalty=0.4,
+                      cost_penalty=2.0)
     env.reset(options={"start": 0})
     rng = np.random.default_rng(1)
     navs, logs, costs, rewards = [env.nav], [], [], []

@@ -39,8 +39,14 @@ def test_stable_baselines3_ppo_trains_2000_steps():
     env = small_env(episode_length=30, reward="dsr")
     model = PPO("MlpPolicy", env, n_steps=500, batch_size=100, n_epochs=2, seed=0, device="cpu",
                 policy_kwargs={"net_arch": [32, 32]})
+    untrained = PPO("MlpPolicy", env, n_steps=500, batch_size=100, n_epochs=2, seed=0, device="cpu",
+                    policy_kwargs={"net_arch": [32, 32]}).policy.state_dict()
     model.learn(total_timesteps=2000)
-    assert model.num_timesteps >= 2000
+    assert model.num_timesteps == 2000  # four rollouts of n_steps=500 on one env
+    assert [ep["l"] for ep in model.ep_info_buffer] == [30] * (2000 // 30)  # every episode ran its 30 days
+    trained = model.policy.state_dict()
+    for name in ("action_net.weight", "value_net.weight"):  # the 2000 steps were learned from
+        assert not torch.equal(untrained[name], trained[name]), name
     obs, _ = env.reset(seed=1)
     action, _ = model.predict(obs, deterministic=True)
     assert env.action_space.contains(action)

@@ -88,10 +88,7 @@ def test_hand_computed_example():
     assert pm.conditional_value_at_risk(twenty) == pytest.approx(-0.1)
 
 
-def test_turnover_and_category_weights_by_hand():
-    before = np.array([[0.5, 0.5, 0.0], [0.6, 0.3, 0.1], [0.5, 0.0, 0.5]])
-    after = np.array([[0.4, 0.4, 0.2], [0.6, 0.3, 0.1], [0.0, 0.5, 0.5]])
-    np.testing.assert_allclose(pm.turnover(before, after), [0.2, 0.0, 1.0])
+def test_category_weights_by_hand():
     w = np.array([[0.2, 0.3, 0.1, 0.4], [0.0, 0.5, 0.5, 0.0]])
     cats = ("growth", "stable", "growth")
     avg = pm.average_weight_by_category(w, cats)

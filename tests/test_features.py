@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pandas_ta_classic as pta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,6 +29,7 @@ from data.feature_engineering import (
     warmup_ready,
 )
 from data.market import DataError, MarketData
+from data.ta_compat import ta as pta  # pandas_ta on Python >= 3.12, pandas_ta_classic below
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKERS = ("BTC-USD", "ETH-USD", "SPY", "SOL-USD", "BIL")

@@ -223,3 +223,20 @@ def test_cli_csv_source_matches_the_in_memory_pipeline(tf, store, tmp_path, caps
     np.testing.assert_array_equal(back.tradable, store.tradable[:, perm])
     np.testing.assert_allclose(back.features, store.features[:, perm], rtol=0, atol=1e-5)
     np.testing.assert_allclose(back.returns, store.returns[:, perm], rtol=1e-12, atol=0)
+
+
+def test_tensorflow_starts_without_log_lines_and_its_loggers_report_errors_only():
+    """The C++ lines TensorFlow writes while loading ("All log messages before absl::InitializeLog() ...",
+    "oneDNN custom operations are on ...") ignore TF_CPP_MIN_LOG_LEVEL; ``import_tensorflow`` mutes them."""
+    import subprocess
+    import sys
+
+    code = ("import logging; from data.tf_pipeline import import_tensorflow; tf = import_tensorflow(); "
+            "from absl import logging as a; print(tf.constant([2.0]).numpy()[0], "
+            "tf.get_logger().level == logging.ERROR, a.get_verbosity() == a.ERROR)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**env, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["2.0", "True", "True"]
+    assert res.stderr == ""

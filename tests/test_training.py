@@ -38,6 +38,12 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
+def _compounded(returns_csv: Path) -> float:
+    """Total return compounded by hand from ``validation_returns.csv``'s daily net returns."""
+    rows = returns_csv.read_text().splitlines()[1:]
+    return float(np.prod([1.0 + float(line.split(",")[1]) for line in rows]) - 1.0)
+
+
 def tiny_cfg(**extra):
     return load_experiment(None, {**TINY, **extra})
 
@@ -56,7 +62,14 @@ def test_overrides_are_applied_before_the_frozen_config_is_built():
     assert parse_set_option("env.window=20") == ("env.window", 20)
     assert parse_set_option("training.val_years=[2021, 2022]") == ("training.val_years", [2021, 2022])
     cfg = tiny_cfg()
-    assert cfg.env.window == 5 and cfg.agent["ppo"]["d_model"] == 16
+    assert cfg.env.window == 5 and cfg.agent["ppo"].d_model == 16
+    # The agent section is kept as the registry's typed config, with the derived fields filled in late.
+    from agents.ppo_agent import PPOConfig
+
+    assert cfg.agent_config == PPOConfig(learning_rate=0.0003, n_steps=64, batch_size=64, n_epochs=2, ent_coef=0.001,
+                                         clip_range=0.2, d_model=16, n_heads=2, day_layers=1, asset_layers=1,
+                                         dim_feedforward=32)
+    assert cfg.agent_config_for(n_features=9) == dataclasses.replace(cfg.agent_config, window=5, n_features=9, seed=0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.training.seed = 3  # type: ignore[misc]
     assert from_raw(to_raw(cfg)) == cfg  # the written mapping rebuilds the same config
@@ -77,6 +90,20 @@ def test_overrides_are_applied_before_the_frozen_config_is_built():
 def test_bad_values_raise_one_sentence(overrides, fragment):
     with pytest.raises(DataError, match=fragment):
         tiny_cfg(**overrides)
+
+
+def test_old_reward_coefficient_names_still_load_with_one_warning_each():
+    with pytest.warns(FutureWarning) as record:
+        cfg = tiny_cfg(**{"env.reward": "risk_adjusted", "env.alpha": 2.0, "env.gamma": 0.3})
+    assert [str(w.message) for w in record] == [
+        "env.alpha is deprecated: it is now env.return_weight; rename it in the config",
+        "env.gamma is deprecated: it is now env.drawdown_penalty; rename it in the config",
+    ]
+    assert (cfg.env.return_weight, cfg.env.vol_penalty, cfg.env.drawdown_penalty, cfg.env.cost_penalty) == (
+        2.0, 0.1, 0.3, 1.0)
+    assert "alpha" not in to_raw(cfg)["env"] and to_raw(cfg)["env"]["return_weight"] == 2.0
+    with pytest.raises(DataError, match="env.alpha is the old name of env.return_weight; set only env.return_weight"):
+        tiny_cfg(**{"env.alpha": 2.0, "env.return_weight": 1.0})
 
 
 def test_bad_command_lines_exit_2_with_one_sentence(tmp_path):
@@ -124,6 +151,7 @@ def test_train_cli_end_to_end_writes_a_complete_run_directory(tmp_path):
     val = json.loads((out / "validation.json").read_text())
     assert val["start"] == "2023-01-01" and val["end"] == "2023-12-31" and val["risk_free"] == "BIL daily return"
     assert np.isfinite(val["sharpe"]) and -1 < val["max_drawdown"] <= 0 and val["global_step"] == 512
+    assert val["total_return"] == pytest.approx(_compounded(out / "validation_returns.csv"), rel=1e-12, abs=1e-15)
     curves = (out / "curves.csv").read_text().splitlines()
     assert curves[0].startswith("timestep,episode,length,reward,nav,sharpe,sortino,max_drawdown,var_95,cvar_95,turnover,cost_drag,"
                              "active_share,regime_response,hedge_response")
@@ -153,7 +181,7 @@ def test_same_seed_gives_bit_identical_policy_and_another_seed_does_not(tmp_path
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path, capsys):
-    from agents.io import safe_torch_load
+    from agents.checkpoint import safe_torch_load
     from training.train import build_store, run_training
 
     cfg = tiny_cfg()
@@ -181,13 +209,18 @@ def test_resume_continues_from_the_checkpoint(tmp_path, capsys):
 
 
 # -- walk-forward -----------------------------------------------------------------------------------------
-def test_walk_forward_folds_do_not_leak_and_refit_normalisation_on_the_train_span(tmp_path):
+def test_walk_forward_folds_do_not_leak_and_refit_normalisation_on_the_train_span(tmp_path, capsys):
     from data.data_loader import load_market
     from data.feature_engineering import build_feature_store
     from training.walk_forward import expanding_folds, walk_forward
 
     cfg = tiny_cfg(**{"training.total_timesteps": 128})
     summary = walk_forward(cfg, tmp_path, years=[2022, 2023], seeds=[0])
+    out = capsys.readouterr().out
+    assert "walk-forward: 2 folds x 1 seeds = 2 runs of ppo (128 steps each)" in out
+    progress = [ln for ln in out.splitlines() if ln.startswith("[walk-forward runs]")]
+    assert [ln.split(",")[0] for ln in progress] == ["[walk-forward runs] 1/2 done", "[walk-forward runs] 2/2 done"]
+    assert "ETA" in progress[0] and progress[-1].endswith("done")
     assert [r["year"] for r in summary["folds"]] == [2022, 2023]
     market = load_market(cfg.data, verbose=False)
     manifests = {}
@@ -211,7 +244,7 @@ def test_walk_forward_folds_do_not_leak_and_refit_normalisation_on_the_train_spa
 
 
 # -- Optuna and Ray ----------------------------------------------------------------------------------------
-def test_two_trial_optuna_study_on_sqlite_writes_a_config_train_py_accepts(tmp_path):
+def test_two_trial_optuna_study_on_sqlite_writes_a_config_train_py_accepts(tmp_path, capsys):
     import optuna
 
     from training import train
@@ -220,6 +253,8 @@ def test_two_trial_optuna_study_on_sqlite_writes_a_config_train_py_accepts(tmp_p
     cfg = tiny_cfg(**{"training.total_timesteps": 128})
     summary = run_study(cfg, tmp_path, n_trials=2, seed=0)
     assert summary["n_complete"] == 2 and summary["backend"] == "optuna"
+    progress = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[tuning trials]")]
+    assert [ln.split(",")[0] for ln in progress] == ["[tuning trials] 1/2 done", "[tuning trials] 2/2 done"]
     assert (tmp_path / "study.db").is_file()
     study = optuna.load_study(study_name="tune-ppo", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert len(study.trials) == 2
@@ -227,14 +262,42 @@ def test_two_trial_optuna_study_on_sqlite_writes_a_config_train_py_accepts(tmp_p
     assert trials["n_trials"] == 2 and trials["best_value"] == pytest.approx(study.best_value)
     best = load_experiment(tmp_path / "best_config.yaml")
     assert best.env.reward == "risk_adjusted" and best.env.window in (2, 5, 10)
-    assert best.agent["ppo"]["learning_rate"] == pytest.approx(study.best_params["agent.ppo.learning_rate"])
+    assert best.agent["ppo"].learning_rate == pytest.approx(study.best_params["agent.ppo.learning_rate"])
     rc = train.main(["--config", str(tmp_path / "best_config.yaml"), "--total-timesteps", "64", "--quiet",
                      "--out", str(tmp_path / "best_run")])
     assert rc == 0 and (tmp_path / "best_run" / "policy.pth").is_file()
 
 
+def test_two_seeds_as_ray_tasks_equal_the_local_process_pool(tmp_path, capsys):
+    import ray
+
+    from training.parallel import run_jobs
+    from training.train import train_seed_job
+
+    # One PPO rollout: n_steps 64 x 2 portfolios = 128 env steps.
+    overrides = {**TINY, "training.total_timesteps": 128, "training.n_envs": 2, "training.checkpoint_every": 0}
+    jobs = lambda root: [{"config_path": None, "overrides": {**overrides, "training.seed": s},  # noqa: E731
+                          "out": str(root / f"seed_{s}"), "source": None, "data_dir": None} for s in (0, 1)]
+    pooled = run_jobs(train_seed_job, jobs(tmp_path / "pool"), workers=2, label="seed runs")
+    try:
+        remote = run_jobs(train_seed_job, jobs(tmp_path / "ray"), workers=2, ray_address="local", label="seed runs")
+        assert ray.is_initialized()  # the test started its own local cluster
+    finally:
+        ray.shutdown()
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[seed runs]")]
+    assert [ln.split(",")[0] for ln in lines] == ["[seed runs] 1/2 done", "[seed runs] 2/2 done"] * 2
+    for s, a, b in zip((0, 1), pooled, remote):
+        timing = ("train_seconds",)
+        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+        assert a["seed"] == s and a["global_step"] == 128
+        assert (tmp_path / "pool" / f"seed_{s}" / "policy.pth").read_bytes() == \
+            (tmp_path / "ray" / f"seed_{s}" / "policy.pth").read_bytes()
+    assert pooled[0]["sharpe"] != pooled[1]["sharpe"]  # two seeds, two different runs
+
+
 def test_ray_local_cluster_runs_two_trials_in_parallel(tmp_path):
-    ray = pytest.importorskip("ray")
+    import ray
+
     from training.hyperparameter_tuning import run_study
 
     cfg = tiny_cfg(**{"training.total_timesteps": 128, "training.n_envs": 2})
@@ -276,7 +339,9 @@ def test_other_algorithms_write_a_loadable_run(tmp_path, algo, extra):
 
             walk_forward(cfg, tmp_path / "wf", years=[2023], seeds=[0])
     else:
-        assert np.isfinite(metrics["sharpe"]) and metrics["global_step"] >= 128
+        assert metrics["global_step"] == 128  # 32 decisions of the 4 portfolios
+        assert metrics["total_return"] == pytest.approx(_compounded(tmp_path / "validation_returns.csv"),
+                                                        rel=1e-12, abs=1e-15)
         assert (tmp_path / "checkpoints" / "latest.pt").is_file()
 
 
@@ -291,7 +356,7 @@ def test_search_space_follows_the_algorithm_and_encoder():
 
     ppo = keys()
     assert {"agent.ppo.learning_rate", "agent.ppo.ent_coef", "agent.ppo.clip_range", "agent.ppo.d_model",
-            "agent.ppo.day_layers", "env.window", "env.alpha", "env.delta"} <= ppo
+            "agent.ppo.day_layers", "env.window", "env.return_weight", "env.cost_penalty"} <= ppo
     assert "agent.ppo.lstm_layers" not in ppo
     assert "agent.ppo.lstm_layers" in keys(**{"agent.ppo.encoder": "lstm"})
     sac = keys(**{"training.algo": "sac"})

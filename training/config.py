@@ -2,7 +2,8 @@
 
 A config YAML has the sections ``data`` (``data.config.DataConfig``), ``env``
 (``environments.config.EnvConfig``), ``agent`` (hyper-parameters per algorithm: ``{ppo: {...}, sac: {...}}``,
-checked against the agent layer's own config dataclass) and ``training`` (``TrainingConfig`` below).
+each built into the agent layer's frozen config dataclass from ``agents.registry``) and ``training``
+(``TrainingConfig`` below).
 ``evaluation`` and ``deployment`` sections belong to later layers and are carried through untouched.
 
 Overrides (``--seed 3``, ``--set env.window=20``) are applied to the raw mapping *before* the frozen
@@ -20,16 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from agents.registry import ALGOS, DERIVED_FIELDS, algorithm
 from data.config import DataConfig, from_mapping, load_yaml, to_mapping
 from data.market import DataError
-from environments.config import EnvConfig
+from environments.config import EnvConfig, env_section
 
-ALGOS: tuple[str, ...] = ("ppo", "sac", "ddpg", "forecaster")
 SECTIONS: tuple[str, ...] = ("data", "env", "agent", "training")
 PASSTHROUGH_SECTIONS: tuple[str, ...] = ("evaluation", "deployment")
 CONFIG_VERSION = 1
-#: Agent config fields filled in by the training layer (env.window, the store's feature count, training.seed).
-DERIVED_AGENT_KEYS: tuple[str, ...] = ("window", "n_features", "seed")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "quickstart.yaml"
 
@@ -65,11 +64,13 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """The whole experiment. ``agent`` maps an algorithm name to its hyper-parameter mapping."""
+    """The whole experiment. ``agent`` maps each algorithm named in the YAML to its frozen config dataclass
+    (``agents.registry.REGISTRY[algo].config_class``); the derived fields (window, n_features, seed) keep
+    their defaults there and are filled in by ``agent_config_for``."""
 
     data: DataConfig
     env: EnvConfig
-    agent: dict[str, dict[str, Any]]
+    agent: dict[str, Any]
     training: TrainingConfig
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -77,9 +78,14 @@ class ExperimentConfig:
     def algo(self) -> str:
         return self.training.algo
 
-    def agent_params(self, algo: str | None = None) -> dict[str, Any]:
-        """Hyper-parameters of ``algo`` (default: the configured one); ``{}`` means the agent's defaults."""
-        return dict(self.agent.get(algo or self.algo, {}))
+    @property
+    def agent_config(self) -> Any:
+        """The configured algorithm's hyper-parameters (the class defaults when the YAML has no section)."""
+        return self.agent.get(self.algo) or algorithm(self.algo).config_class()
+
+    def agent_config_for(self, n_features: int) -> Any:
+        """``agent_config`` with window = ``env.window``, n_features = the store's, seed = ``training.seed``."""
+        return algorithm(self.algo).derived(self.agent_config, self.env.window, n_features, self.training.seed)
 
     @property
     def val_start(self) -> str:
@@ -143,31 +149,15 @@ def _check_date(value: str, where: str) -> np.datetime64:
         raise DataError(f"{where} must be an ISO date like 2022-12-31, got {value!r}") from None
 
 
-def agent_config_class(algo: str) -> type:
-    """The agent layer's frozen config dataclass for ``algo`` (imported lazily: torch is heavy)."""
-    if algo == "ppo":
-        from agents.ppo_agent import PPOConfig
-
-        return PPOConfig
-    if algo == "sac":
-        from agents.sac_agent import SACConfig
-
-        return SACConfig
-    if algo == "ddpg":
-        from agents.ddpg_agent import DDPGConfig
-
-        return DDPGConfig
-    if algo == "forecaster":
-        from agents.forecaster import ForecasterConfig
-
-        return ForecasterConfig
-    raise DataError(f"unknown algorithm '{algo}'; expected one of {', '.join(ALGOS)}")
-
-
 def validate_agent_params(algo: str, params: dict[str, Any]) -> Any:
-    """Build the agent's config dataclass from ``params`` (unknown key or wrong type -> DataError)."""
+    """Build the agent's config dataclass from ``params`` (unknown algorithm, key or wrong type -> DataError)."""
+    if algo not in ALGOS:
+        raise DataError(f"unknown algorithm '{algo}'; expected one of {', '.join(ALGOS)}")
+    for key in DERIVED_FIELDS:
+        if key in params:
+            raise DataError(f"agent.{algo}.{key} is set from the env/training sections; remove it from the agent section")
     try:
-        return from_mapping(agent_config_class(algo), params, f"agent.{algo}")
+        return from_mapping(algorithm(algo).config_class, params, f"agent.{algo}")
     except DataError:
         raise
     except (TypeError, ValueError) as err:
@@ -192,7 +182,7 @@ def from_raw(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
     data = from_mapping(DataConfig, raw["data"], "data")
     if not data.universe:
         raise DataError(f"{where} is missing the key 'data.universe'")
-    env = from_mapping(EnvConfig, raw["env"], "env")
+    env = from_mapping(EnvConfig, env_section(raw["env"]), "env")
     training = from_mapping(TrainingConfig, raw["training"], "training")
     agent_raw = raw["agent"]
     for algo, params in agent_raw.items():
@@ -200,14 +190,9 @@ def from_raw(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
             raise DataError(f"unknown algorithm '{algo}' in the agent section; expected one of {', '.join(ALGOS)}")
         if params is not None and not isinstance(params, dict):
             raise DataError(f"agent.{algo} must be a mapping of hyper-parameters")
-    agent = {algo: dict(params or {}) for algo, params in agent_raw.items()}
-    for algo, params in agent.items():
-        for key in DERIVED_AGENT_KEYS:
-            if key in params:
-                raise DataError(f"agent.{algo}.{key} is set from the env/training sections; remove it from the agent section")
     if training.algo not in ALGOS:
         raise DataError(f"unknown algorithm '{training.algo}'; expected one of {', '.join(ALGOS)}")
-    validate_agent_params(training.algo, agent.get(training.algo, {}))
+    agent = {algo: validate_agent_params(algo, dict(params or {})) for algo, params in agent_raw.items()}
     start = _check_date(data.start, "data.start")
     train_end = _check_date(data.train_end, "data.train_end")
     end = _check_date(data.end, "data.end")
@@ -256,7 +241,8 @@ def to_raw(cfg: ExperimentConfig) -> dict[str, Any]:
     out: dict[str, Any] = {
         "data": to_mapping(cfg.data),
         "env": to_mapping(cfg.env),
-        "agent": to_mapping(cfg.agent),
+        "agent": {algo: {k: v for k, v in to_mapping(c).items() if k not in DERIVED_FIELDS}
+                  for algo, c in cfg.agent.items()},
         "training": to_mapping(cfg.training),
     }
     out.update(copy.deepcopy(cfg.extra))

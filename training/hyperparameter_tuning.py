@@ -7,8 +7,8 @@ Searched (each only where the algorithm's config has the field):
   1..2 (PPO's Transformer encoder; ``lstm_layers``/``mlp_layers`` 1..3 for its LSTM/MLP encoders and SAC/DDPG),
   ``hidden`` {32, 64, 128};
 - env: ``window`` (half, same or double the config's), and with the reward search on, the
-  ``risk_adjusted`` reward's coefficients ``alpha`` (0.5..2), ``beta`` (0..1), ``gamma`` (0..1),
-  ``delta`` (0..2) (``reward`` is set to ``risk_adjusted``; ``--no-reward-search`` keeps the config's).
+  ``risk_adjusted`` reward's coefficients ``return_weight`` (0.5..2), ``vol_penalty`` (0..1),
+  ``drawdown_penalty`` (0..1), ``cost_penalty`` (0..2) (``reward`` is set to ``risk_adjusted``; ``--no-reward-search`` keeps the config's).
 
 Each trial is a ``train.py`` run in ``OUT/trials/trial_<n>`` validated on ``(train_end, val_end]``; its
 intermediate validation Sharpe (every ``training.eval_every`` steps, a quarter of the budget when unset) is
@@ -50,7 +50,6 @@ from typing import Any
 from data.market import DataError
 from training.config import (
     ExperimentConfig,
-    agent_config_class,
     apply_overrides,
     from_raw,
     load_experiment,
@@ -67,8 +66,11 @@ def search_space(trial: Any, base: ExperimentConfig, reward_search: bool = True)
 
     ``trial`` is an ``optuna.Trial`` (also used by Ray Tune's define-by-run ``OptunaSearch``).
     """
+    from agents.registry import algorithm
+
     algo = base.algo
-    fields = {f.name for f in dataclasses.fields(agent_config_class(algo))}
+    agent_cfg = base.agent_config
+    fields = {f.name for f in dataclasses.fields(algorithm(algo).config_class)}
     a = f"agent.{algo}."
     out: dict[str, Any] = {}
     for name in ("learning_rate", "actor_lr", "critic_lr"):
@@ -79,11 +81,11 @@ def search_space(trial: Any, base: ExperimentConfig, reward_search: bool = True)
     if "clip_range" in fields:
         out[a + "clip_range"] = trial.suggest_float(a + "clip_range", 0.1, 0.35)
     if "d_model" in fields:
-        heads = int(base.agent_params().get("n_heads", 4))
+        heads = int(getattr(agent_cfg, "n_heads", 4))
         choices = [d for d in (16, 32, 64) if d % heads == 0] or [heads * 8]
         out[a + "d_model"] = trial.suggest_categorical(a + "d_model", choices)
     # PPO's encoder ("transformer" by default, "lstm" or "mlp") decides which depth knobs exist.
-    encoder = str(base.agent_params().get("encoder", "transformer")) if "encoder" in fields else ""
+    encoder = str(agent_cfg.encoder) if "encoder" in fields else ""
     depth = {"transformer": ("day_layers", "asset_layers"), "lstm": ("lstm_layers",), "mlp": ("mlp_layers",)}
     allowed = depth.get(encoder, ("day_layers", "asset_layers", "lstm_layers", "mlp_layers"))
     for name, lo, hi in (("day_layers", 1, 3), ("asset_layers", 1, 2), ("lstm_layers", 1, 3), ("mlp_layers", 1, 3)):
@@ -95,7 +97,8 @@ def search_space(trial: Any, base: ExperimentConfig, reward_search: bool = True)
     out["env.window"] = trial.suggest_categorical("env.window", sorted({max(2, w // 2), w, 2 * w}))
     if reward_search:
         out["env.reward"] = "risk_adjusted"
-        for name, lo, hi in (("alpha", 0.5, 2.0), ("beta", 0.0, 1.0), ("gamma", 0.0, 1.0), ("delta", 0.0, 2.0)):
+        for name, lo, hi in (("return_weight", 0.5, 2.0), ("vol_penalty", 0.0, 1.0), ("drawdown_penalty", 0.0, 1.0),
+                             ("cost_penalty", 0.0, 2.0)):
             out["env." + name] = trial.suggest_float("env." + name, lo, hi)
     return out
 
@@ -118,10 +121,14 @@ def storage_of(url: str) -> Any:
 
 
 def optuna_worker(base_raw: dict[str, Any], storage: str, study_name: str, n_trials: int, seed: int, out: str,
-                  source: str | None, data_dir: str | None, reward_search: bool) -> int:
-    """Run ``n_trials`` trials of the shared study (one local worker; module level for process pools)."""
+                  source: str | None, data_dir: str | None, reward_search: bool, total_trials: int = 0) -> int:
+    """Run ``n_trials`` trials of the shared study (one local worker; module level for process pools).
+
+    After each trial it prints the study-wide count of finished trials out of ``total_trials`` and an ETA.
+    """
     import optuna
 
+    from training.parallel import Progress
     from training.train import build_store, run_training
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -144,7 +151,15 @@ def optuna_worker(base_raw: dict[str, Any], storage: str, study_name: str, n_tri
         value = float(metrics[METRIC])
         return value if math.isfinite(value) else -1e9
 
-    study.optimize(objective, n_trials=n_trials, catch=(DataError,))
+    progress = Progress(total_trials or n_trials, "tuning trials")
+
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        best = f"best {METRIC} {study.best_value:.3f}" if any(
+            t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) else ""
+        progress.show(finished, f"trial {trial.number} {trial.state.name.lower()}" + (f", {best}" if best else ""))
+
+    study.optimize(objective, n_trials=n_trials, catch=(DataError,), callbacks=[report])
     return n_trials
 
 
@@ -178,9 +193,20 @@ def tune_with_ray(base: ExperimentConfig, out: Path, n_trials: int, seed: int, r
     from ray.tune.schedulers import MedianStoppingRule
     from ray.tune.search.optuna import OptunaSearch
 
-    from training.parallel import init_ray
+    from training.parallel import Progress, init_ray
 
     init_ray(ray_address, num_cpus=max_concurrent)
+    progress = Progress(n_trials, "tuning trials")
+
+    class TrialProgress(tune.Callback):
+        """One progress line per finished Ray Tune trial."""
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            progress.update(note=f"trial {trial.trial_id} done")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            progress.update(note=f"trial {trial.trial_id} failed")
+
     base_raw = to_raw(base)
 
     # Define-by-run: the returned overrides (with the constant env.reward) become the trial's config.
@@ -196,7 +222,8 @@ def tune_with_ray(base: ExperimentConfig, out: Path, n_trials: int, seed: int, r
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=MedianStoppingRule(metric=METRIC, mode="max"),
                                     num_samples=n_trials, max_concurrent_trials=max_concurrent),
-        run_config=tune.RunConfig(storage_path=str((out / "ray").resolve()), name=study_name, verbose=0),
+        run_config=tune.RunConfig(storage_path=str((out / "ray").resolve()), name=study_name, verbose=0,
+                                  callbacks=[TrialProgress()]),
     )
     results = tuner.fit()
     rows = []
@@ -254,7 +281,7 @@ def run_study(base: ExperimentConfig, out: Path, n_trials: int, n_jobs: int = 1,
         shares = [n_trials // n_jobs + (1 if i < n_trials % n_jobs else 0) for i in range(n_jobs)]
         jobs = [{"base_raw": to_raw(base), "storage": storage, "study_name": study_name, "n_trials": k,
                  "seed": seed + i, "out": str(out), "source": source, "data_dir": data_dir,
-                 "reward_search": reward_search} for i, k in enumerate(shares) if k > 0]
+                 "reward_search": reward_search, "total_trials": n_trials} for i, k in enumerate(shares) if k > 0]
         run_jobs(optuna_worker, jobs, workers=len(jobs))
         study = optuna.load_study(study_name=study_name, storage=storage_of(storage))
         states = [t.state for t in study.trials]
@@ -263,7 +290,7 @@ def run_study(base: ExperimentConfig, out: Path, n_trials: int, n_jobs: int = 1,
             raise DataError("no trial completed; see the errors above")
         best = study.best_trial
         overrides = dict(best.params)
-        if "env.alpha" in overrides:
+        if "env.return_weight" in overrides:
             overrides["env.reward"] = "risk_adjusted"
         summary = {
             "n_trials": sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states),

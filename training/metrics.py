@@ -243,21 +243,6 @@ def hit_rate(returns: np.ndarray, tol: float = 1e-12) -> float:
 
 
 # -- what the policy does: weights, trading and diagnostics ---------------------------------------------
-def turnover(weights_before: np.ndarray, weights_after: np.ndarray) -> np.ndarray:
-    """Turnover per rebalance, shape (T,): ``sum_i |w_after_i - w_before_i|`` over the N risky assets.
-
-    ``weights_before`` (T, N+1): drifted weights just before trading at t's close; ``weights_after``
-    (T, N+1): the weights held after the trade (cash last, excluded: it is the other side of every
-    trade). This is the traded notional over NAV, the environment's ``info["turnover"]``; selling 50%
-    of NAV of one asset to buy another is 1.0.
-    """
-    before = np.asarray(weights_before, dtype=np.float64)
-    after = np.asarray(weights_after, dtype=np.float64)
-    if before.shape != after.shape or before.ndim != 2:
-        raise ValueError(f"weight arrays must both be (T, N+1), got {before.shape} and {after.shape}")
-    return np.abs(after[:, :-1] - before[:, :-1]).sum(axis=1)
-
-
 def cost_drag(daily_cost: np.ndarray, periods: int) -> float:
     """Annual return lost to trading costs: ``mean(daily_cost) * periods``.
 

@@ -8,17 +8,20 @@ mapping and returns the results in job order:
 - ``ray_address`` given (``"auto"``, ``"ray://host:10001"``, or ``"local"`` to start a private
   in-process cluster): one Ray task per job, each reserving one CPU.
 
-Ray is an optional extra (``pip install drl-hedge-fund[ray]``) and is imported only on the Ray path.
-Every job seeds itself, so the results do not depend on which worker ran it or in which order.
+Ray is an optional extra (``pip install drl-hedge-fund[ray]``; the ``dev`` extra installs it for CI) and is
+imported only on the Ray path. Every job seeds itself, so the results do not depend on which worker ran it
+or in which order. With ``label`` set, one line per finished job reports ``k/n <label> done`` and an ETA.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from typing import Any, TextIO
 
 from data.market import DataError
 
@@ -65,23 +68,87 @@ def _call(fn: Callable[..., Any], job: dict[str, Any]) -> Any:
     return fn(**job)
 
 
+def format_seconds(seconds: float) -> str:
+    """``75.2`` -> ``"1m15s"``; ``3725`` -> ``"1h02m"``; under a minute ``"42s"``."""
+    s = int(round(max(seconds, 0.0)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+class Progress:
+    """Prints ``[label] k/n done, elapsed 1m02s, ETA 3m10s`` after each finished unit of work.
+
+    The ETA assumes the remaining units take the mean time of the finished ones (with ``workers`` running
+    at once that is what the wall clock shows, since the elapsed time already reflects the parallelism).
+    """
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
+        self.total, self.label, self.stream = int(total), label, stream
+        self.done = 0
+        self.t0 = time.perf_counter()
+
+    def line(self, done: int, note: str = "") -> str:
+        elapsed = time.perf_counter() - self.t0
+        left = self.total - done
+        eta = "done" if left <= 0 else (f"ETA {format_seconds(elapsed / done * left)}" if done else "ETA ?")
+        return (f"[{self.label}] {done}/{self.total} done, elapsed {format_seconds(elapsed)}, {eta}"
+                + (f" ({note})" if note else ""))
+
+    def update(self, n: int = 1, note: str = "") -> None:
+        """``n`` more units finished."""
+        self.show(self.done + n, note)
+
+    def show(self, done: int, note: str = "") -> None:
+        """``done`` units finished in all (e.g. counted in a shared Optuna study)."""
+        self.done = int(done)
+        print(self.line(self.done, note), file=self.stream or sys.stdout, flush=True)
+
+
 def run_jobs(
     fn: Callable[..., Any],
     jobs: Sequence[dict[str, Any]],
     workers: int = 1,
     ray_address: str | None = None,
+    label: str | None = None,
 ) -> list[Any]:
-    """Run ``fn(**job)`` for every job; results in job order. ``fn`` must be importable (module level)."""
+    """Run ``fn(**job)`` for every job; results in job order. ``fn`` must be importable (module level).
+
+    ``label`` (e.g. ``"runs"``) prints a progress line (``Progress``) each time a job finishes.
+    """
     jobs = list(jobs)
     if not jobs:
         return []
+    progress = Progress(len(jobs), label) if label else None
+    results: list[Any] = [None] * len(jobs)
     if ray_address:
         ray = init_ray(ray_address, num_cpus=workers if workers > 1 else None)
         remote = ray.remote(num_cpus=1, max_retries=0)(_call)
-        return list(ray.get([remote.remote(fn, job) for job in jobs]))
+        refs = [remote.remote(fn, job) for job in jobs]
+        index = {ref: i for i, ref in enumerate(refs)}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            results[index[ready[0]]] = ray.get(ready[0])
+            if progress:
+                progress.update()
+        return results
     if workers <= 1 or len(jobs) == 1:
-        return [fn(**job) for job in jobs]
+        for i, job in enumerate(jobs):
+            results[i] = fn(**job)
+            if progress:
+                progress.update()
+        return results
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-        futures = [pool.submit(_call, fn, job) for job in jobs]
-        return [f.result() for f in futures]
+        futures = {pool.submit(_call, fn, job): i for i, job in enumerate(jobs)}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in finished:
+                results[futures[f]] = f.result()
+                if progress:
+                    progress.update()
+    return results

@@ -11,7 +11,9 @@ Spans: training uses days ``<= data.train_end`` (normalisation statistics are fi
 validation runs the deterministic policy once over ``(train_end, training.val_end or data.end]`` with the
 same costs, all cash at the start.
 
-Run directory (every file written to a temp name and renamed into place):
+Run directory (every file written to a temp name and renamed into place; the run files -- ``manifest.json``,
+``policy.pth``, ``config.json``, curves, ``validation.json`` -- only once training has finished, so an
+interrupted re-train or ``--resume`` leaves the previous finished run loadable and exportable):
 
 - ``policy.pth`` (state dict) and ``config.json`` (``algo``, ``agent``, ``obs_layout``, ``version`` from
   ``agents.io.save_agent`` plus ``experiment``: the full config, and ``tickers``/``feature_names``);
@@ -20,7 +22,8 @@ Run directory (every file written to a temp name and renamed into place):
 - ``curves.csv`` / ``curves.png``: per training episode the reward, Sharpe, Sortino, max drawdown, VaR, CVaR;
 - ``validation.json``: validation metrics (net Sharpe after costs of the excess return over the T-bill leg,
   Sortino, max drawdown, VaR/CVaR, turnover, costs, total return) and ``validation_returns.csv``;
-- ``checkpoints/latest.pt`` (full training state; ``--resume`` continues from it) and ``tb/`` (TensorBoard).
+- ``checkpoints/latest.pt`` (full training state; ``--resume`` continues from it), ``checkpoints/experiment.json``
+  (the experiment the checkpoint belongs to) and ``tb/`` (TensorBoard).
 
 Determinism: same config and seed give a bit-identical ``policy.pth`` on CPU (torch runs with
 ``training.torch_threads`` threads, 1 by default). ``--resume`` continues the optimisation where the
@@ -53,8 +56,8 @@ from training.config import (
     CONFIG_VERSION,
     DEFAULT_CONFIG,
     ExperimentConfig,
-    agent_config_class,
     costs_of,
+    from_raw,
     load_experiment,
     parse_set_option,
     to_raw,
@@ -78,11 +81,11 @@ MIN_SPAN_DECISIONS = 30
 
 # -- small I/O helpers ----------------------------------------------------------------------------------
 def write_json(path: Path, obj: Any) -> None:
-    """JSON to ``path`` via a temp file + rename; NaN/inf are written as ``null`` (as in ``metrics.json``)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite_or_none(obj), indent=2, default=_json_default, allow_nan=False),
-                   encoding="utf-8")
-    os.replace(tmp, path)
+    """JSON to ``path`` via a temp file + rename (``agents.io.atomic_write_text``); NaN/inf are written as
+    ``null`` (as in ``metrics.json``)."""
+    from agents.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(_finite_or_none(obj), indent=2, default=_json_default, allow_nan=False))
 
 
 def _finite_or_none(obj: Any) -> Any:
@@ -150,26 +153,13 @@ def check_spans(cfg: ExperimentConfig, store: FeatureStore) -> tuple[int, int]:
     return n_train, n_val
 
 
-def agent_kwargs(cfg: ExperimentConfig, n_features: int) -> dict[str, Any]:
-    """The agent's hyper-parameters: the ``agent.<algo>`` section plus window/n_features/seed filled in
-    from ``env.window``, the store and ``training.seed`` (those three are not set in the agent section)."""
-    import dataclasses
-
-    params = cfg.agent_params()
-    names = {f.name for f in dataclasses.fields(agent_config_class(cfg.algo))}
-    for key, value in (("window", cfg.env.window), ("n_features", n_features), ("seed", cfg.training.seed)):
-        if key in names:
-            params[key] = value
-    return params
-
-
 def make_agent(cfg: ExperimentConfig, layout: Any) -> Any:
-    """A fresh agent for ``layout`` (an ``agents.common.ObsLayout``)."""
-    from agents.io import agent_class
+    """A fresh agent for ``layout`` (an ``agents.common.ObsLayout``) from the registry, with the typed
+    ``cfg.agent_config_for(layout.n_features)`` (window, n_features and seed filled in)."""
+    from agents.registry import algorithm
 
-    cls = agent_class(cfg.algo)
     try:
-        return cls(layout.obs_dim, layout.action_dim, layout=layout, **agent_kwargs(cfg, layout.n_features))
+        return algorithm(cfg.algo).build(layout, cfg.agent_config_for(layout.n_features))
     except (TypeError, ValueError) as err:
         if isinstance(err, DataError):
             raise
@@ -239,20 +229,37 @@ def _experiment_record(cfg: ExperimentConfig, store: FeatureStore) -> dict[str, 
     }
 
 
+def write_run_files(out: Path, agent: Any, cfg: ExperimentConfig, store: FeatureStore) -> None:
+    """The finished run's ``manifest.json``, ``policy.pth`` and ``config.json`` (agent keys + experiment record),
+    each written atomically, one after the other, only once training is over."""
+    from agents.io import save_agent
+
+    write_json(out / "manifest.json", store_manifest(store, cfg))
+    save_agent(agent, out, record=_experiment_record(cfg, store))
+
+
 def _check_resumable(run: Path, cfg: ExperimentConfig) -> None:
-    """``--resume`` needs a checkpoint made with the same experiment (the step budget may grow)."""
+    """``--resume`` needs a checkpoint made with the same experiment (the step budget may grow).
+
+    The checkpoint's experiment is ``checkpoints/experiment.json`` (written when its training started);
+    run directories from before that file existed fall back to ``config.json``.
+    """
     if not (run / "checkpoints" / "latest.pt").is_file():
         raise DataError(f"--resume: '{run}' holds no checkpoint (checkpoints/latest.pt)")
+    source = run / "checkpoints" / "experiment.json"
+    if not source.is_file():
+        source = run / "config.json"
     try:
-        old = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        raise DataError(f"--resume: '{run}/config.json' is missing or unreadable") from None
+        old = json.loads(source.read_text(encoding="utf-8"))
+        theirs = from_raw(old["experiment"], where=f"'{source}'")
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, DataError):
+        raise DataError(f"--resume: '{source}' is missing or unreadable") from None
     if old.get("run_format_version") != RUN_FORMAT_VERSION:
         raise DataError(f"--resume: '{run}' was written by an incompatible version of train.py")
-    mine, theirs = to_raw(cfg), old.get("experiment", {})
-    for raw in (mine, theirs):
-        raw.get("training", {}).pop("total_timesteps", None)
-    if mine != theirs:
+    mine, theirs_raw = to_raw(cfg), to_raw(theirs)
+    for raw in (mine, theirs_raw):
+        raw["training"].pop("total_timesteps", None)
+    if mine != theirs_raw:
         raise DataError(f"--resume: the config differs from the one '{run}' was trained with")
 
 
@@ -296,10 +303,7 @@ def run_forecaster(cfg: ExperimentConfig, out: Path, store: FeatureStore, progre
     import matplotlib.pyplot as plt
 
     from agents.common import ObsLayout
-    from agents.io import save_agent
 
-    write_json(out / "manifest.json", store_manifest(store, cfg))
-    write_json(out / "config.json", _experiment_record(cfg, store))
     dates = store.dates.astype("datetime64[D]")
     n_train = int((dates <= np.datetime64(cfg.data.train_end, "D")).sum())
     v0 = int(np.searchsorted(dates, np.datetime64(cfg.val_start, "D"), "left"))
@@ -317,10 +321,8 @@ def run_forecaster(cfg: ExperimentConfig, out: Path, store: FeatureStore, progre
 
     agent.fit(train_b, callback=callback)
     seconds = time.perf_counter() - t0
-    save_agent(agent, out)
-    record = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    record.update(_experiment_record(cfg, store))
-    write_json(out / "config.json", record)
+    scores = agent.evaluate(forecast_batches(store, layout.window, v0, v1 - 1, 256, None)())
+    write_run_files(out, agent, cfg, store)
     tmp = out / "curves.csv.tmp"
     tmp.write_text("epoch,loss\n" + "".join(f"{i + 1},{v!r}\n" for i, v in enumerate(agent.history_)))
     os.replace(tmp, out / "curves.csv")
@@ -332,7 +334,6 @@ def run_forecaster(cfg: ExperimentConfig, out: Path, store: FeatureStore, progre
     fig.savefig(out / "curves.tmp.png", dpi=90)
     plt.close(fig)
     os.replace(out / "curves.tmp.png", out / "curves.png")
-    scores = agent.evaluate(forecast_batches(store, layout.window, v0, v1 - 1, 256, None)())
     metrics = {"algo": "forecaster", "seed": cfg.training.seed, "start": str(dates[max(v0, layout.window - 1)]),
                "end": str(dates[v1 - 1]), **scores, "train_seconds": round(seconds, 2), "synthetic": store.synthetic,
                "units": "rmse in daily log-return units (mean over assets of per-asset RMSE)"}
@@ -361,8 +362,9 @@ def run_training(
     """
     import torch
 
+    from agents.checkpoint import load_checkpoint
     from agents.common import ObsLayout
-    from agents.io import agent_class, save_agent
+    from agents.registry import algorithm
     from environments.vector_env import BatchedHedgeFundEnv
 
     tc = cfg.training
@@ -379,37 +381,29 @@ def run_training(
         if resume:
             raise DataError("--resume is not supported for the forecaster (it trains in a few epochs)")
         return run_forecaster(cfg, out, store, progress)
+    # Nothing of the finished run (manifest, policy, config, curves, validation) is touched until training
+    # ends: an interrupted re-train or resume leaves the previous run loadable and exportable.
     ckpt_dir = out / "checkpoints"
-    if not resume:
-        for stale in ("checkpoints", "tb"):
-            shutil.rmtree(out / stale, ignore_errors=True)
-    ckpt_dir.mkdir(exist_ok=True)
-    write_json(out / "manifest.json", store_manifest(store, cfg))
-    write_json(out / "config.json", _experiment_record(cfg, store))
-
     env = BatchedHedgeFundEnv(store, cfg.env, tc.n_envs, end=cfg.data.train_end, costs_bps=costs_of(cfg))
     layout = ObsLayout.from_dict(env.obs_layout)
-    cls = agent_class(cfg.algo)
     records: list[EpisodeRecord] = []
     if resume:
-        from agents.io import safe_torch_load
-
-        try:
-            state = safe_torch_load(ckpt_dir / "latest.pt")
+        try:  # off-policy agents rebuild their replay buffer from the env's feature array
+            agent = load_checkpoint(algorithm(cfg.algo).agent_class, ckpt_dir / "latest.pt", env)
         except ValueError as err:
             raise DataError(f"--resume: {err}") from None
-        if hasattr(cls, "load_checkpoint_state"):
-            agent = make_agent(cfg, layout)
-            agent.load_checkpoint_state(state)
-        else:  # off-policy agents rebuild their replay buffer from the env's feature array
-            agent = cls.load_checkpoint(str(ckpt_dir / "latest.pt"), env)
+        if agent.config != cfg.agent_config_for(layout.n_features):
+            raise DataError(f"--resume: the checkpoint's agent settings differ from the config of '{out}'")
         if (ckpt_dir / "curves.csv").is_file():
             records = read_curves_csv(ckpt_dir / "curves.csv")
         # The envs restart fresh episodes, seeded from the step reached, so no episode is replayed.
-        agent._env_obs = np.asarray(env.reset(seed=tc.seed + 7919 * agent.global_step)[0], np.float32)
-        agent._ep_return = np.zeros(tc.n_envs)
+        agent.restart_episodes(env.reset(seed=tc.seed + 7919 * agent.global_step)[0])
     else:
         agent = make_agent(cfg, layout)
+        for stale in ("checkpoints", "tb"):
+            shutil.rmtree(out / stale, ignore_errors=True)
+    ckpt_dir.mkdir(exist_ok=True)
+    write_json(ckpt_dir / "experiment.json", _experiment_record(cfg, store))
     start_step = int(agent.global_step)
     if resume:
         print(f"resuming from step {start_step} ({len(records)} episodes so far) in {out}", flush=True)
@@ -482,16 +476,12 @@ def run_training(
             bar.close()
     train_seconds = time.perf_counter() - t0
     checkpoint()
-    save_agent(agent, out)
-    record = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    record.update(_experiment_record(cfg, store))
-    write_json(out / "config.json", record)
-    write_curves_csv(tracker.records, out / "curves.csv")
-    plot_curves(tracker.records, out / "curves.png", title=f"{cfg.algo} seed {tc.seed} ({store.source})")
-
     val = evaluate_policy(agent.policy_module(), store, cfg, cfg.val_start, cfg.val_end)
     val.update({"algo": cfg.algo, "seed": tc.seed, "global_step": int(agent.global_step),
                 "train_seconds": round(train_seconds, 2), "episodes": tracker.episodes})
+    write_run_files(out, agent, cfg, store)
+    write_curves_csv(tracker.records, out / "curves.csv")
+    plot_curves(tracker.records, out / "curves.png", title=f"{cfg.algo} seed {tc.seed} ({store.source})")
     metrics = write_validation(out, val)
     for key in VALIDATION_METRICS:
         writer.add_scalar(f"validation/{key}", metrics[key], int(agent.global_step))
@@ -560,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
                      "out": str(out / f"seed_{s}"), "source": args.source, "data_dir": args.data_dir}
                     for s in seeds]
             print(f"training {len(jobs)} seeds of {cfg.algo} into {out}/seed_*", flush=True)
-            results = run_jobs(train_seed_job, jobs, workers=args.workers, ray_address=args.ray_address)
+            results = run_jobs(train_seed_job, jobs, workers=args.workers, ray_address=args.ray_address,
+                               label="seed runs")
             for s, m in zip(seeds, results):
                 print(f"seed {s}: {_summary_line(m)}")
             sharpes = [m["sharpe"] for m in results]

@@ -182,8 +182,12 @@ def walk_forward(
     data_dir: str | None = None,
     workers: int = 1,
     ray_address: str | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Run every (fold, seed) job, check the folds for leaks, select per fold, write ``summary.json``."""
+    """Run every (fold, seed) job, check the folds for leaks, select per fold, write ``summary.json``.
+
+    ``progress`` prints one line when the work starts and one per finished run (runs done / total, ETA).
+    """
     from training.parallel import run_jobs
 
     if cfg.algo == "forecaster":
@@ -202,7 +206,11 @@ def walk_forward(
         for f in folds
         for s in seeds
     ]
-    outputs = run_jobs(run_fold_job, jobs, workers=workers, ray_address=ray_address)
+    if progress:
+        print(f"walk-forward: {len(folds)} folds x {len(seeds)} seeds = {len(jobs)} runs of {cfg.algo} "
+              f"({cfg.training.total_timesteps} steps each) into {out}", flush=True)
+    outputs = run_jobs(run_fold_job, jobs, workers=workers, ray_address=ray_address,
+                       label="walk-forward runs" if progress else None)
     results = dict(zip(keys, outputs))
     for f in folds:
         for s in seeds:

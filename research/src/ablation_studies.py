@@ -311,8 +311,8 @@ show_table(bench_rows, "Equal-weight benchmark on the validation span")
 # %% [markdown]
 # ## 1. Reward ablation (PPO-Transformer)
 # The three rewards of `environments.rewards` / `EnvConfig.reward`: `log_return` = log NAV growth net of
-# costs; `dsr` = Moody & Saffell's differential Sharpe ratio; `risk_adjusted` = `alpha * log_return -
-# beta * vol20 - gamma * drawdown - delta * cost`. Rewards are in different units, so runs are compared on
+# costs; `dsr` = Moody & Saffell's differential Sharpe ratio; `risk_adjusted` = `return_weight * log_return -
+# vol_penalty * vol20 - drawdown_penalty * drawdown - cost_penalty * cost`. Rewards are in different units, so runs are compared on
 # the validation metrics and on the Sharpe ratio of their training episodes, not on the reward itself.
 
 # %%
