@@ -23,8 +23,8 @@ Endpoints (W: needs the token, JSON only, no foreign ``Origin``; see ``deploymen
   (``application/octet-stream``); or ``{"ohlcv": {...}, "as_of"?}``. Answers ``{weights,
   policy_weights, interventions, breaker_tripped, version, format_version, request_id, date?}``.
 - W ``POST /v1/bars`` ``{"date", "bars": {ticker: {open, high, low, close, volume}}}``: one new day;
-  ``GET /v1/market[?days=K]``: the latest date, tickers, tradable and listed assets (and the last K
-  accounting rows).
+  ``GET /v1/market[?days=K]``: the latest date, tickers, tradable and listed assets (with ``days``: the
+  last K accounting rows and the export's env/data settings, what a paper trader needs).
 - W ``POST /v1/performance`` ``{"returns": {ticker: one-day simple return}}``.
 - ``GET /healthz``, ``GET /metrics`` (prometheus-client), ``GET /v1/registry``; W ``POST
   /v1/registry/versions {"name", "path"}`` (inside ``--models-root``), W ``DELETE
@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from fastapi import Request  # module level: FastAPI resolves the endpoints' string annotations here
 
-from data.config import from_mapping, load_yaml
+from data.config import from_mapping, load_yaml, to_mapping
 from data.market import DataError
 from deployment import security
 from deployment.serving_app import HTTPError, ServingApp, ServingConfig, build_state
@@ -205,10 +205,10 @@ def make_app(state: ServingApp, token: str | None = None, host: str = "127.0.0.1
         return await to_thread.run_sync(state.bars, body, limiter=json_limiter)
 
     async def market(request: Request):
-        days = request.query_params.get("days", "1")
-        if not days.isdigit() or not 1 <= int(days) <= 10_000:
+        days = request.query_params.get("days")
+        if days is not None and (not days.isdigit() or not 1 <= int(days) <= 10_000):
             raise HTTPError(422, "days must be an integer from 1 to 10000")
-        return state.market_info(int(days))
+        return state.market_info(int(days) if days else None)
 
     async def performance(request: Request):
         return state.performance(await parse_json(request))
@@ -282,7 +282,9 @@ def load_market_state(model: str, history: str | None, source: str | None, end: 
     manifest = read_json_config(export / "manifest.json", "manifest")
     spec = ServingSpec.from_documents(config, manifest)
     experiment = load_experiment(export / "config.json")
-    return MarketState.from_source(experiment.data, manifest, spec.layout.window, src, history, end)
+    accounting = {"env": to_mapping(experiment.env), "data": to_mapping(experiment.data)}
+    tail = max(64, experiment.env.adv_window + 2)
+    return MarketState.from_source(experiment.data, manifest, spec.layout.window, src, history, end, tail, accounting)
 
 
 def main(argv: list[str] | None = None) -> int:

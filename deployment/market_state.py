@@ -78,7 +78,8 @@ class MarketState:
 
     def __init__(self, frames: dict[str, pd.DataFrame], data_cfg: DataConfig, tickers: tuple[str, ...],
                  norm_mean: np.ndarray, norm_std: np.ndarray, clip: float, feature_names: tuple[str, ...],
-                 window: int, source: str, tail: int = 64) -> None:
+                 window: int, source: str, tail: int = 64, accounting: dict | None = None) -> None:
+        self.accounting = accounting or {}  # the export's env and cost settings, for paper traders
         self.data_cfg, self.tickers, self.window, self.tail = data_cfg, tuple(tickers), int(window), int(tail)
         self.norm = (np.asarray(norm_mean, np.float64), np.asarray(norm_std, np.float64))
         self.clip, self.feature_names, self.source = float(clip), tuple(feature_names), source
@@ -96,7 +97,8 @@ class MarketState:
 
     @classmethod
     def from_source(cls, data_cfg: DataConfig, manifest: dict, window: int, source: str,
-                    data_dir: str | None, end: str | None = None, tail: int = 64) -> MarketState:
+                    data_dir: str | None, end: str | None = None, tail: int = 64,
+                    accounting: dict | None = None) -> MarketState:
         """Warm up from ``source`` (``csv`` with ``data_dir``, or ``synthetic``) up to ``end`` (default:
         the last date in the history)."""
         from data.data_loader import _frames_from_csv, _market_to_frames, calendar
@@ -121,7 +123,7 @@ class MarketState:
         norm = manifest["norm"]
         return cls(frames, data_cfg, tuple(manifest["tickers"]), np.asarray(norm["mean"]), np.asarray(norm["std"]),
                    float(manifest.get("clip", data_cfg.clip)), tuple(manifest["feature_names"]), window, source,
-                   tail)
+                   tail, accounting)
 
     # -- the one feature path -------------------------------------------------------------------------
     def _store(self, frames: dict[str, pd.DataFrame]) -> FeatureStore:

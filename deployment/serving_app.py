@@ -275,15 +275,16 @@ class ServingApp:
                 self.bars_accepted += 1
         return {"added": added, **self.market_info()}
 
-    def market_info(self, days: int = 1) -> dict:
+    def market_info(self, days: int | None = None) -> dict:
         if self.market is None:
             raise HTTPError(409, "this server has no market state; start it with --history DIR or --source synthetic")
         snap = self.market.snapshot
         out = {"date": str(snap.date), "tickers": list(snap.tickers), "categories": list(self.market.categories),
                "tradable": [t for t, ok in zip(snap.tickers, snap.tradable) if ok],
                "listed": [t for t, ok in zip(snap.tickers, snap.listed) if ok]}
-        if days > 1:
+        if days:
             out["rows"] = snap.rows(days)
+            out["accounting"] = self.market.accounting
         return out
 
     # -- realised performance ---------------------------------------------------------------------------
