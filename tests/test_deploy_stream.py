@@ -180,6 +180,7 @@ def test_paper_trading_reproduces_the_backtest(stream, tmp_path):
     assert np.abs(paper.to_numpy() - back.to_numpy()).max() < 1e-6
     assert paper.to_numpy()[:, :-1].max() > 0.05  # the policy really trades
     c = stream["client"]
+    assert c.get("/v1/registry").json()["market_split"] == {"v1": True}  # market part once per day
     assert c.get("/v1/market").json()["date"] == END
     again = c.post("/v1/bars", json={"date": END, "bars": day_bars(stream["frames"], END)})
     assert again.status_code == 200 and again.json()["added"] is False  # the same day again: a no-op
