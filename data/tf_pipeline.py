@@ -24,12 +24,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from data.atomic_dir import make_temp_dir, sigterm_interrupts
 from data.market import DataError, FeatureStore
 
 MANIFEST = "manifest.json"
@@ -75,6 +75,7 @@ def _iso(d: np.datetime64) -> str:
     return str(np.datetime64(d, "D"))
 
 
+@sigterm_interrupts
 def write_store(store: FeatureStore, out_dir: str | os.PathLike, shard_days: int = SHARD_DAYS) -> list[str]:
     """Write ``store`` to ``out_dir`` (GZIP TFRecord shards + manifest.json); returns the file names.
 
@@ -89,7 +90,7 @@ def write_store(store: FeatureStore, out_dir: str | os.PathLike, shard_days: int
     out.parent.mkdir(parents=True, exist_ok=True)
     T, N, F = store.features.shape
     n_shards = max(1, -(-T // shard_days))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_temp_dir(out)  # killed writers' leftovers are swept first; SIGTERM runs the finally below
     try:
         files = []
         options = tf.io.TFRecordOptions(compression_type="GZIP")
@@ -140,7 +141,7 @@ def write_store(store: FeatureStore, out_dir: str | os.PathLike, shard_days: int
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only
         if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            trash = make_temp_dir(out, "old")
             try:
                 out.rename(trash / out.name)
                 try:

@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from data.atomic_dir import make_temp_dir, sigterm_interrupts
 from data.market import DataError, FeatureStore
 from deployment.deployed_fund import ServingSpec, _data_section, read_json_config
 from deployment.drift import DriftReference
@@ -234,6 +234,7 @@ def drift_reference(spec: ServingSpec, store: FeatureStore | None) -> DriftRefer
     return DriftReference.from_sample(rows)
 
 
+@sigterm_interrupts
 def export_run(run_dir: str, out_dir: str, store_dir: str | None = None, n_obs: int = 1000,
                tolerance: float = TOLERANCE, seed: int = 0) -> dict[str, Any]:
     """Do the whole export (see the module docstring); returns the parity report.
@@ -267,7 +268,7 @@ def export_run(run_dir: str, out_dir: str, store_dir: str | None = None, n_obs: 
     sampler = ObservationSampler(spec, store, n_obs, seed)
     example = next(sampler.chunks(2))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_temp_dir(out)  # killed exports' leftovers are swept first; SIGTERM runs the finally below
     try:
         t0 = time.perf_counter()
         _log(f"{spec.algo} policy, obs_dim {spec.layout.obs_dim}, {spec.layout.n_assets} assets; observations: {origin}")
@@ -295,7 +296,7 @@ def export_run(run_dir: str, out_dir: str, store_dir: str | None = None, n_obs: 
         (tmp / "drift_reference.json").write_text(json.dumps(drift_reference(spec, store).to_dict()))
         (tmp / "parity.json").write_text(json.dumps(report, indent=2))
         if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            trash = make_temp_dir(out, "old")
             out.rename(trash / out.name)
             tmp.rename(out)
             shutil.rmtree(trash, ignore_errors=True)
