@@ -278,6 +278,16 @@ class DeployedCryptoHedgeFund:
             self.backend = OnnxBackend(policy_path, threads)
         else:
             raise DataError(f"policy '{policy_path}' must end in .pth (PyTorch), .ts (TorchScript) or .onnx")
+        from deployment.split_export import OnnxSplit, TorchScriptSplit
+
+        #: market(window) / act(latent, weights, mask) halves, or None (then the whole network per request).
+        self.splitter: Any = None
+        if getattr(self.backend, "splits", False):
+            self.splitter = self.backend
+        elif suffix == ".onnx":
+            self.splitter = OnnxSplit.load(policy_path, threads)
+        elif suffix in (".ts", ".pt"):
+            self.splitter = TorchScriptSplit.load(policy_path)
         try:  # a file that loads but cannot run this layout is refused now, not at the first request
             out = self.predict(np.zeros((1, self.spec.layout.obs_dim), np.float32))
         except Exception as err:  # noqa: BLE001 - a wrong graph fails in the runtime's own exception types
@@ -477,14 +487,14 @@ class DeployedCryptoHedgeFund:
     def market_context(self, window: np.ndarray) -> Any:
         """The market-only part for one normalised window (W, N, F): the module's market latent when the
         backend splits (computed once per day and reused), else the flattened window."""
-        if getattr(self.backend, "splits", False):
-            return self.backend.market(window)
+        if self.splitter is not None:
+            return self.splitter.market(window)
         return np.ascontiguousarray(window, np.float32).reshape(-1)
 
     def predict_context(self, context: Any, weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Raw policy weights (N+1,) float64 from ``market_context``, current weights (N+1,), mask (N,)."""
-        if getattr(self.backend, "splits", False):
-            return self.backend.act(context, weights, mask).astype(np.float64)
+        if self.splitter is not None:
+            return self.splitter.act(context, weights, mask).astype(np.float64)
         obs = np.concatenate([context, np.asarray(weights, np.float32), np.asarray(mask, np.float32)])
         return self.predict(obs[None])[0].astype(np.float64)
 

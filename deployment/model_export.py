@@ -10,6 +10,9 @@ writes into ``EXPORT_DIR`` (built in a temporary folder next to it, renamed into
 - ``policy.onnx``: ``torch.onnx.export`` (opset 17, dynamic batch, input ``obs``, output ``weights``),
   checked with ``onnx.checker``; ``metadata_props`` carry tickers, categories, feature names, window,
   obs layout, normalisation (mean/std/clip), algorithm and version;
+- ``policy_market.onnx``, ``policy_act.onnx``, ``policy_split.ts``: the market-only part and the
+  portfolio part as separate graphs (``deployment.split_export``), so the server computes the market
+  part once per day; their parity is in ``parity.json`` too;
 - ``saved_model/``: the forward pass re-written in TensorFlow with the PyTorch weights copied in
   (``deployment.tf_policy``), signature ``allocate``; ``policy_tf.onnx``: that SavedModel via tf2onnx;
 - ``parity.json``: max |weights - PyTorch weights| of each of the four on ``--n-obs`` observations built
@@ -46,6 +49,7 @@ from data.atomic_dir import make_temp_dir, sigterm_interrupts
 from data.market import DataError, FeatureStore
 from deployment.deployed_fund import ServingSpec, _data_section, read_json_config
 from deployment.drift import DriftReference
+from deployment.split_export import export_split
 
 OPSET = 17
 TOLERANCE = 1e-5
@@ -276,12 +280,14 @@ def export_run(run_dir: str, out_dir: str, store_dir: str | None = None, n_obs: 
         _log("policy.ts written (TorchScript)")
         export_onnx(module, torch.from_numpy(example), tmp / "policy.onnx", spec.to_metadata())
         _log(f"policy.onnx written (opset {OPSET}, onnx.checker passed)")
+        split = export_split(module, spec.layout, next(sampler.chunks(64)), tmp)  # serving: market once a day
         tf_module = tf_module_for(spec.algo, agent, spec.layout)
         tf_policy.save_tf_policy(tf_module, str(tmp / "saved_model"))
         _log(f"saved_model/ written (signature '{tf_policy.SIGNATURE}')")
         tf_policy.saved_model_to_onnx(str(tmp / "saved_model"), str(tmp / "policy_tf.onnx"), OPSET)
         _log("policy_tf.onnx written (tf2onnx)")
         report = parity(module, tmp, sampler)
+        report["max_abs_diff"].update(split)
         report.update({"tolerance": tolerance, "observations": origin, "algo": spec.algo,
                        "version": spec.version, "seconds": round(time.perf_counter() - t0, 2),
                        "passed": max(report["max_abs_diff"].values()) <= tolerance})

@@ -371,7 +371,7 @@ class ServingApp:
         return {"active": self.registry.active, "ab": self.registry.ab,
                 "versions": {k: v["path"] for k, v in self.registry.versions.items()},
                 "loaded": sorted(self.versions),
-                "market_split": {k: bool(getattr(vs.fund.backend, "splits", False)) for k, vs in self.versions.items()},
+                "market_split": {k: vs.fund.splitter is not None for k, vs in self.versions.items()},
                 "requests": {k: vs.requests for k, vs in self.versions.items()}}
 
     def observe(self, route: str, status: int, ms: float) -> None:

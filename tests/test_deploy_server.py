@@ -28,6 +28,7 @@ from agents.io import load_agent
 from data.feature_engineering import load_feature_store
 from data.market import DataError
 from deployment.model_export import drift_reference, export_onnx, export_torchscript
+from deployment.split_export import export_split
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKERS = ["BTC-USD", "ETH-USD", "SPY", "BIL"]
@@ -45,6 +46,12 @@ def serving_export(run: Path, out: Path) -> None:
     out.mkdir(parents=True)
     export_onnx(module, example, out / "policy.onnx", spec.to_metadata())
     export_torchscript(module, example, out / "policy.ts")
+    lay, rng = spec.layout, np.random.default_rng(0)
+    obs = lay.join_numpy(rng.standard_normal((4, lay.window, lay.n_assets, lay.n_features)).astype(np.float32),
+                         rng.dirichlet(np.ones(lay.action_dim), 4).astype(np.float32),
+                         (rng.random((4, lay.n_assets)) > 0.3).astype(np.float32))
+    split = export_split(module, lay, obs, out)  # market part once a day: separate graphs
+    assert max(split.values()) < 1e-5, split
     for name in ("policy.pth", "config.json", "manifest.json"):
         shutil.copyfile(run / name, out / name)
     (out / "drift_reference.json").write_text(json.dumps(drift_reference(spec, load_feature_store(DATA)).to_dict()))

@@ -192,3 +192,27 @@ def test_paper_trading_reproduces_the_backtest(stream, tmp_path):
     assert late.returncode == 2 and late.stderr.startswith("error: the server's market state is already at")
     text = c.get("/metrics").text
     assert "fund_market_bars_total 31.0" in text and "fund_market_date_seconds" in text
+
+
+def test_every_backend_splits_and_agrees_with_the_whole_network(stream):
+    """The market part computed once, then ``act`` per portfolio, equals the whole network on the full
+    observation, for PyTorch, TorchScript (``policy_split.ts``) and ONNX (``policy_market/act.onnx``)."""
+    from deployment.deployed_fund import DeployedCryptoHedgeFund
+    from deployment.market_state import MarketState
+    from training.config import load_experiment
+
+    export = stream["base"] / "export"
+    manifest = json.loads((export / "manifest.json").read_text())
+    exp = load_experiment(export / "config.json")
+    snap = MarketState.from_source(exp.data, manifest, 5, "csv", str(stream["base"] / "csv_hist")).snapshot
+    rng = np.random.default_rng(5)
+    for backend in ("pytorch", "torchscript", "onnx"):
+        fund = DeployedCryptoHedgeFund.from_export(export, backend)
+        assert fund.splitter is not None, backend
+        context = fund.market_context(snap.window)
+        for w in rng.dirichlet(np.ones(5), size=4):
+            mask = snap.tradable.astype(np.float32)
+            split = fund.predict_context(context, w, mask)
+            lay = fund.spec.layout
+            whole = fund.predict(lay.join_numpy(snap.window[None], w[None].astype(np.float32), mask[None]))[0]
+            np.testing.assert_allclose(split, whole, atol=1e-5)
