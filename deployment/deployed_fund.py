@@ -406,7 +406,7 @@ class DeployedCryptoHedgeFund:
         listed = market.listed[-lay.window:] & ready[-lay.window:]
         feats = normalise(raw[-lay.window:], listed, spec.norm_mean, spec.norm_std, spec.clip)
         weights = self._current_weights(current_weights)
-        mask = market.tradable[-1].astype(np.float32)
+        mask = (market.tradable[-1] & listed[-1]).astype(np.float32)  # as the feature store's tradable
         obs = lay.join_numpy(feats[None], weights[None], mask[None])[0]
         close = market.close
         returns = close[-1] / close[-2] - 1.0 if market.n_days > 1 else np.zeros(lay.n_assets)

@@ -46,8 +46,6 @@ if __package__ in (None, ""):
 
 import argparse
 import dataclasses
-import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -59,65 +57,10 @@ from fastapi import Request  # module level: FastAPI resolves the endpoints' str
 from data.config import from_mapping, load_yaml, to_mapping
 from data.market import DataError
 from deployment import security
+from deployment.json_body import BIG_BODY_BYTES, BigBodyParser, BodyError, loads
 from deployment.serving_app import HTTPError, ServingApp, ServingConfig, build_state
 
 __all__ = ["HTTPError", "ServingApp", "ServingConfig", "build_state", "main", "make_app"]
-
-MAX_JSON_DEPTH = 32
-MAX_INT_DIGITS = 20
-
-
-def _parse_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ValueError(f"an integer of {len(text)} digits is out of range")
-    return int(text)
-
-
-def _parse_float(text: str) -> float:
-    v = float(text)
-    if not math.isfinite(v):
-        raise ValueError(f"the number {text[:20]} is out of range")
-    return v
-
-
-def _parse_constant(text: str) -> float:
-    raise ValueError(f"{text} is not a JSON number")
-
-
-def _depth_ok(raw: bytes) -> bool:
-    """Nesting of ``raw`` at most ``MAX_JSON_DEPTH`` (brackets outside strings; cheap byte scan)."""
-    depth = 0
-    in_str = esc = False
-    for b in raw:
-        if in_str:
-            if esc:
-                esc = False
-            elif b == 92:  # backslash
-                esc = True
-            elif b == 34:
-                in_str = False
-        elif b == 34:
-            in_str = True
-        elif b in (91, 123):
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                return False
-        elif b in (93, 125):
-            depth -= 1
-    return True
-
-
-def loads(raw: bytes) -> Any:
-    """Strict JSON: no NaN/Infinity, no overflowing numbers, bounded nesting; ``HTTPError`` 400 otherwise."""
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and not _depth_ok(raw):
-        raise HTTPError(400, f"request body nests deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        return json.loads(raw, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise HTTPError(400, f"request body is not valid JSON ({err.__class__.__name__}: {str(err)[:120]})") from None
-    except (ValueError, RecursionError) as err:
-        raise HTTPError(400, f"request body is not acceptable JSON ({str(err)[:120]})") from None
-
 
 def make_app(state: ServingApp, token: str | None = None, host: str = "127.0.0.1", port: int = 8000):
     """The FastAPI application over ``state``; ``token`` guards the state-changing endpoints."""
@@ -129,7 +72,8 @@ def make_app(state: ServingApp, token: str | None = None, host: str = "127.0.0.1
 
     app = FastAPI(title="DRL hedge fund allocation service", docs_url=None, redoc_url=None, openapi_url=None)
     limiter = CapacityLimiter(max(1, state.cfg.compute_threads))  # more threads than cores only thrash
-    json_limiter = CapacityLimiter(1)  # one big JSON parse at a time bounds memory
+    json_limiter = CapacityLimiter(1)  # one state change at a time
+    parser = BigBodyParser()  # big bodies are parsed in a worker process: json.loads holds the GIL
     origins = security.allowed_origins(host, port)
     prom = metrics_registry(state)
 
@@ -154,9 +98,9 @@ def make_app(state: ServingApp, token: str | None = None, host: str = "127.0.0.1
             if required:
                 raise HTTPError(400, "request body is empty; send a JSON object")
             return {}
-        if len(raw) < 4096:
+        if len(raw) < BIG_BODY_BYTES:
             return loads(raw)
-        return await to_thread.run_sync(loads, raw, limiter=json_limiter)  # off the event loop
+        return await parser.parse(raw)  # off the event loop and off this process's GIL
 
     def guarded(route: str, fn, write: bool = False) -> Any:
         async def endpoint(request: Request):
@@ -169,9 +113,7 @@ def make_app(state: ServingApp, token: str | None = None, host: str = "127.0.0.1
                 result = await fn(request)
                 status = 200
                 resp = result if not isinstance(result, dict) else JSONResponse(result)
-            except HTTPError as err:
-                status, resp = err.status, JSONResponse({"error": str(err)}, status_code=err.status)
-            except security.SecurityError as err:
+            except (HTTPError, security.SecurityError, BodyError) as err:
                 status, resp = err.status, JSONResponse({"error": str(err)}, status_code=err.status)
             except DataError as err:
                 status, resp = 422, JSONResponse({"error": str(err)}, status_code=422)

@@ -20,6 +20,7 @@ import numpy as np
 from data.market import DataError
 from deployment.deployed_fund import Allocation, DeployedCryptoHedgeFund, RequestError, read_json_config
 from deployment.drift import DriftConfig, DriftMonitor, DriftReference
+from deployment.json_body import numbers
 from deployment.market_state import BarsError, MarketState
 from deployment.monitoring import LATENCY_BUCKETS_MS
 from deployment.registry import ModelRegistry, RegistryError
@@ -105,19 +106,6 @@ class VersionState:
         self.context_lock = threading.Lock()
 
 
-def number_list(values: Any, what: str) -> list:
-    """``values`` (a flat list, or one row ``[[...]]``) if every entry is a JSON number (not a boolean,
-    not a string); else ``HTTPError`` 422."""
-    if isinstance(values, list) and len(values) == 1 and isinstance(values[0], list):
-        values = values[0]
-    if not isinstance(values, list):
-        raise HTTPError(422, f"{what} must be a list of numbers")
-    for i, v in enumerate(values):
-        if type(v) is not float and type(v) is not int:
-            raise HTTPError(422, f"{what} must hold only numbers; entry {i} is {type(v).__name__}")
-    return values
-
-
 class ServingApp:
     """Everything the endpoints share; thread-safe. ``inference_server.make_app()`` wraps it in FastAPI."""
 
@@ -190,11 +178,11 @@ class ServingApp:
                 alloc, date = self._allocate_streaming(vs, body)
             else:
                 if raw_obs is None and obs is not None:
-                    obs = number_list(obs, "observation")
+                    obs = obs if isinstance(obs, np.ndarray) else numbers(obs, "observation")
                     if "current_weights" in body:
                         raise HTTPError(422, "current_weights are part of the observation; do not send both")
                 if body.get("last_returns") is not None and not isinstance(body["last_returns"], dict):
-                    number_list(body["last_returns"], "last_returns")
+                    numbers(body["last_returns"], "last_returns")
                 alloc = vs.fund.allocate(
                     observation=obs, ohlcv=body.get("ohlcv"), current_weights=body.get("current_weights"),
                     last_returns=body.get("last_returns"), as_of=body.get("as_of"))
@@ -241,7 +229,7 @@ class ServingApp:
         if unknown:
             raise HTTPError(422, f"unknown ticker '{str(unknown[0])[:40]}' in current_weights")
         vals = [current.get(t, 0.0) for t in (*tickers, CASH)]
-        number_list(vals, "current_weights")
+        numbers(vals, "current_weights")
         w = np.asarray(vals, dtype=np.float64)
         if not np.isfinite(w).all() or (w < 0).any() or abs(float(w.sum()) - 1.0) > 1e-6:
             raise HTTPError(422, "current_weights must be non-negative fractions of NAV summing to 1")
@@ -303,7 +291,7 @@ class ServingApp:
             if unknown or missing:
                 what = f"unknown ticker '{str(unknown[0])[:40]}'" if unknown else f"no return for '{missing[0]}'"
                 raise HTTPError(422, f"realised returns: {what}")
-            vals = number_list([returns[t] for t in tickers], "realised returns")
+            vals = numbers([returns[t] for t in tickers], "realised returns")
             r = np.asarray(vals, dtype=float)
             if not np.isfinite(r).all() or (r <= -1).any() or (r > MAX_DAILY_RETURN).any():
                 raise HTTPError(422, f"realised returns must be simple one-day returns in (-1, {MAX_DAILY_RETURN:g}]")
