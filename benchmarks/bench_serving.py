@@ -20,7 +20,8 @@ client side), the 1-minute load average. Goals (issue 11): stream p99 < 10 ms at
 req/s at 32 clients; /healthz p99 < 20 ms under two maximum-size senders.
 
 Usage: ``python benchmarks/bench_serving.py [--data-dir DIR] [--seconds 4] [--backend onnx]``; prints a
-table and writes ``benchmarks/results/bench_serving.json``.
+table and writes ``benchmarks/results/bench_serving_<http>.json`` (``--http h11`` measures uvicorn's
+pure-Python parser for comparison).
 """
 
 if __package__ in (None, ""):
@@ -99,19 +100,25 @@ def build_export(data_dir: str, out: Path) -> tuple[np.ndarray, object]:
     return obs, store
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its children so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_server(export: Path, backend: str, tmp: Path, data_dir: str) -> tuple[subprocess.Popen, int]:
+def start_server(export: Path, backend: str, tmp: Path, data_dir: str, http: str) -> tuple[subprocess.Popen, int]:
     port = free_port()
     (tmp / "token").write_text(TOKEN)
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "deployment" / "inference_server.py"), "--model", str(export),
          "--backend", backend, "--port", str(port), "--state-dir", str(tmp / "state"), "--history", data_dir,
-         "--history-end", HISTORY_END, "--token-file", str(tmp / "token")],
+         "--history-end", HISTORY_END, "--token-file", str(tmp / "token"), "--http", http],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env=dict(os.environ, OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3"))
     deadline = time.time() + 180
@@ -233,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="onnx", choices=("onnx", "torchscript", "pytorch"))
     p.add_argument("--seconds", type=float, default=4.0, help="per cell (mode x clients)")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--http", default="auto", choices=("auto", "httptools", "h11"), help="uvicorn's HTTP parser")
     args = p.parse_args(argv)
     import torch
 
@@ -257,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     rows, bars, health = [], [], {}
     try:
-        proc, port = start_server(tmp / "export", args.backend, tmp, args.data_dir)
+        proc, port = start_server(tmp / "export", args.backend, tmp, args.data_dir, args.http)
         try:
             market = json.loads(_get(port, "/v1/market"))
             listed = market["listed"]
@@ -274,11 +282,14 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(load(port, modes[mode], 2, 20, 5))
             for clients in args.clients:
                 for mode in ("stream", "binary", "json", "stream"):  # stream twice: before and after the others
+                    c0 = cpu_seconds(proc.pid)
                     r = asyncio.run(load(port, modes[mode], clients, 10**9, args.seconds))
-                    r.update(mode=mode, load_average_1m=os.getloadavg()[0])
+                    r.update(mode=mode, load_average_1m=os.getloadavg()[0],
+                             server_cpu_ms_per_request=(cpu_seconds(proc.pid) - c0) * 1e3 / max(1, r["requests"]))
                     rows.append(r)
                     print(f"  {mode:<7} {clients:>3} clients: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-                          f"p99 {r['p99_ms']:7.2f} ms  (load {r['load_average_1m']:.1f})", flush=True)
+                          f"p99 {r['p99_ms']:7.2f} ms  server CPU {r['server_cpu_ms_per_request']:.2f} ms/req  "
+                          f"(load {r['load_average_1m']:.1f})", flush=True)
             big_obs = b'{"observation": [' + b"0.5," * (2_999_000 // 4 - 10) + b'0.5]}'
             big = request_bytes("POST", "/v1/allocate", "application/json", big_obs)
             health = asyncio.run(healthz_under_big_bodies(port, big, max(4.0, args.seconds)))
@@ -289,10 +300,10 @@ def main(argv: list[str] | None = None) -> int:
             proc.wait(timeout=20)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("\n| mode | clients | req/s | p50 ms | p99 ms | load avg |\n|---|---|---|---|---|---|")
+    print("\n| mode | clients | req/s | p50 ms | p99 ms | server CPU ms/req | load avg |\n|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['mode']} | {r['clients']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-              f"{r['load_average_1m']:.1f} |")
+              f"{r['server_cpu_ms_per_request']:.2f} | {r['load_average_1m']:.1f} |")
 
     def best(mode: str, clients: int) -> dict:
         return max((r for r in rows if r["mode"] == mode and r["clients"] == clients), key=lambda r: r["rps"])
@@ -313,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(1-minute load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_serving.json").write_text(json.dumps({
-        "backend": args.backend, "obs_dim": int(obs.shape[1]), "cpu_count": os.cpu_count(),
+    (out / f"bench_serving_{args.http}.json").write_text(json.dumps({
+        "backend": args.backend, "http": args.http, "obs_dim": int(obs.shape[1]), "cpu_count": os.cpu_count(),
         "load_average_1m_at_end": os.getloadavg()[0], "in_process": inproc, "bars_ms": bars, "rows": rows,
         "healthz_under_big_bodies": health, "ratios": ratios, "goals": goals}, indent=2))
     return 0

@@ -184,8 +184,8 @@ def make_app(state: ServingApp, token: str | None = None, host: str = "127.0.0.1
         ("/v1/registry/rollback", reg("rollback"), "POST", True),
         ("/v1/registry/ab", reg("ab"), "POST", True), ("/v1/registry/ab", reg("ab_clear"), "DELETE", True),
     ]
-    for path, fn, method, write in routes:
-        app.add_api_route(path, guarded(path, fn, write), methods=[method])
+    for path, fn, method, write in routes:  # plain Starlette routes: no per-request dependency solving
+        app.add_route(path, guarded(path, fn, write), methods=[method])
     return app
 
 
@@ -203,6 +203,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--state-dir", help="registry, audit log and retrain requests (default MODEL/serving)")
     p.add_argument("--models-root", help="registry paths must lie inside it (default: the model's parent)")
     p.add_argument("--config", help="YAML with a 'deployment' section (ServingConfig)")
+    p.add_argument("--http", choices=("auto", "httptools", "h11"), default="auto",
+                   help="uvicorn's HTTP parser (auto: httptools when installed)")
     return p.parse_args(argv)
 
 
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
           f"on http://{args.host}:{args.port}{'' if token else ' (no token: state changes are disabled)'}",
           flush=True)
     uvicorn.run(make_app(state, token, args.host, args.port), host=args.host, port=args.port,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, http=args.http)
     return 0
 
 
