@@ -127,6 +127,9 @@ def test_bad_bars_are_4xx_and_leave_the_state_unchanged(stream):
     assert anon.status_code == 401
     assert c.get("/v1/market").json()["date"] == HISTORY_END
     assert c.post("/v1/allocate", json={}).json()["weights"] == before["weights"]  # state unchanged
+    for q in ("abc", "0", "99999"):
+        r = c.get(f"/v1/market?days={q}")
+        assert r.status_code == 422 and "days must be" in r.json()["error"]
 
 
 def test_streaming_allocate_validates_current_weights(stream):
@@ -216,3 +219,22 @@ def test_every_backend_splits_and_agrees_with_the_whole_network(stream):
             lay = fund.spec.layout
             whole = fund.predict(lay.join_numpy(snap.window[None], w[None].astype(np.float32), mask[None]))[0]
             np.testing.assert_allclose(split, whole, atol=1e-5)
+
+
+def test_market_state_rows_equal_the_feature_store_day_by_day():
+    """One feature path: the state's window after each appended day equals the backtester's store rows."""
+    from data.feature_engineering import load_feature_store
+    from deployment.market_state import MarketState
+
+    store = load_feature_store(DATA)
+    manifest = {"tickers": list(store.tickers), "feature_names": list(store.feature_names),
+                "norm": {"mean": store.norm_mean.tolist(), "std": store.norm_std.tolist()}}
+    state = MarketState.from_source(DATA, manifest, 5, "synthetic", None, end="2022-06-20")
+    frames = _market_to_frames(generate_market(DATA.build_universe(), DATA.start, DATA.end, DATA.seed))
+    for day in np.arange(np.datetime64("2022-06-21"), np.datetime64("2022-06-26")):
+        assert state.append({"date": str(day), "bars": day_bars(frames, str(day))}) is True
+        i = int(np.searchsorted(store.dates, day))
+        snap = state.snapshot
+        assert snap.date == day and np.array_equal(snap.window, store.features[i - 4:i + 1])
+        assert np.array_equal(snap.tradable, store.tradable[i]) and np.array_equal(snap.listed, store.listed[i])
+        np.testing.assert_array_equal(snap.tail_dollar_volume[-1], store.volume[i])
