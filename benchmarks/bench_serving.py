@@ -241,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=4.0, help="per cell (mode x clients)")
     p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--http", default="auto", choices=("auto", "httptools", "h11"), help="uvicorn's HTTP parser")
+    p.add_argument("--compare-http", action="store_true",
+                   help="only: streaming at 8 clients, an h11 server and an httptools server interleaved 4 times")
     args = p.parse_args(argv)
     import torch
 
@@ -254,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.compare_http:
+        return compare_http(tmp, args)
     inproc = in_process(tmp / "export", obs, args.backend)
     print(f"  in-process {args.backend}: " + ", ".join(f"{k} {v:.3f}" for k, v in inproc.items()), flush=True)
     tickers = list(store.tickers)
@@ -328,6 +332,45 @@ def main(argv: list[str] | None = None) -> int:
         "backend": args.backend, "http": args.http, "obs_dim": int(obs.shape[1]), "cpu_count": os.cpu_count(),
         "load_average_1m_at_end": os.getloadavg()[0], "in_process": inproc, "bars_ms": bars, "rows": rows,
         "healthz_under_big_bodies": health, "ratios": ratios, "goals": goals}, indent=2))
+    return 0
+
+
+def compare_http(tmp: Path, args: argparse.Namespace) -> int:
+    """Streaming allocations at 8 clients: uvicorn's h11 vs httptools parser, interleaved, same run."""
+    servers = {}
+    try:
+        for http in ("h11", "httptools"):
+            (tmp / http).mkdir()
+            servers[http] = start_server(tmp / "export", args.backend, tmp / http, args.data_dir, http)
+        listed = json.loads(_get(servers["h11"][1], "/v1/market"))["listed"]
+        cw = {t: 1.0 / (len(listed) + 1) for t in [*listed, "CASH"]}
+        reqs = [request_bytes("POST", "/v1/allocate", "application/json", json.dumps({"current_weights": cw}).encode())]
+        rows: dict[str, list[dict]] = {h: [] for h in servers}
+        for _, port in servers.values():
+            asyncio.run(load(port, reqs, 4, 500, 3))
+        for _ in range(4):
+            for http, (proc, port) in servers.items():
+                c0 = cpu_seconds(proc.pid)
+                r = asyncio.run(load(port, reqs, 8, 10**9, args.seconds))
+                r.update(server_cpu_ms_per_request=(cpu_seconds(proc.pid) - c0) * 1e3 / r["requests"],
+                         load_average_1m=os.getloadavg()[0])
+                rows[http].append(r)
+                print(f"  {http:<9} {r['rps']:7.0f} req/s  p50 {r['p50_ms']:6.2f}  p99 {r['p99_ms']:6.2f} ms  "
+                      f"server CPU {r['server_cpu_ms_per_request']:.3f} ms/req  (load {r['load_average_1m']:.1f})",
+                      flush=True)
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=20)
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = {h: {k: float(np.median([r[k] for r in rs])) for k in ("rps", "p99_ms", "server_cpu_ms_per_request")}
+           for h, rs in rows.items()}
+    print("\n| parser | median req/s | median p99 ms | median server CPU ms/req |\n|---|---|---|---|")
+    for h, m in med.items():
+        print(f"| {h} | {m['rps']:.0f} | {m['p99_ms']:.1f} | {m['server_cpu_ms_per_request']:.3f} |")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_serving_http.json").write_text(json.dumps({"rows": rows, "median": med}, indent=2))
     return 0
 
 
