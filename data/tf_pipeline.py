@@ -27,13 +27,13 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from data.atomic_dir import make_temp_dir, sigterm_interrupts
 from data.market import DataError, FeatureStore, store_content_hash
 
 MANIFEST = "manifest.json"
@@ -110,6 +110,7 @@ def _iso(d: np.datetime64) -> str:
     return str(np.datetime64(d, "D"))
 
 
+@sigterm_interrupts
 def write_store(store: FeatureStore, out_dir: str | os.PathLike, shard_days: int = SHARD_DAYS) -> list[str]:
     """Write ``store`` to ``out_dir`` (GZIP TFRecord shards + manifest.json); returns the file names.
 
@@ -124,7 +125,7 @@ def write_store(store: FeatureStore, out_dir: str | os.PathLike, shard_days: int
     out.parent.mkdir(parents=True, exist_ok=True)
     T, N, F = store.features.shape
     n_shards = max(1, -(-T // shard_days))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_temp_dir(out)  # killed writers' leftovers are swept first; SIGTERM runs the finally below
     try:
         files = []
         options = tf.io.TFRecordOptions(compression_type="GZIP")
@@ -175,7 +176,7 @@ def write_store(store: FeatureStore, out_dir: str | os.PathLike, shard_days: int
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only
         if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            trash = make_temp_dir(out, "old")
             try:
                 out.rename(trash / out.name)
                 try:

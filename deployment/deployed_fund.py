@@ -142,10 +142,25 @@ class TorchBackend:
             torch.set_num_threads(threads)
         self._torch = torch
         self.module = module.eval()
+        #: The module splits into ``market(features (B,W,N,F))`` and ``act(market, weights, mask)``.
+        self.splits = callable(getattr(module, "market", None)) and callable(getattr(module, "act", None))
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
             return self.module(self._torch.from_numpy(np.ascontiguousarray(obs, np.float32))).numpy()
+
+    def market(self, window: np.ndarray) -> Any:
+        """The market latent of one window (W, N, F) (a tensor; only when ``splits``)."""
+        with self._torch.inference_mode():
+            return self.module.market(self._torch.from_numpy(np.ascontiguousarray(window[None], np.float32)))
+
+    def act(self, latent: Any, weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Weights (N+1,) from a market latent, current weights (N+1,) and tradable flags (N,)."""
+        t = self._torch
+        with t.inference_mode():
+            out = self.module.act(latent, t.from_numpy(np.asarray(weights, np.float32)[None]),
+                                  t.from_numpy(np.asarray(mask, np.float32)[None]))
+        return out.numpy()[0]
 
 
 class TorchScriptBackend(TorchBackend):
@@ -154,7 +169,11 @@ class TorchScriptBackend(TorchBackend):
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         import torch
 
-        super().__init__(torch.jit.load(os.fspath(path), map_location="cpu"), threads)
+        try:
+            module = torch.jit.load(os.fspath(path), map_location="cpu")
+        except Exception as err:  # noqa: BLE001 - any load failure (a pickle renamed .ts, a truncated file)
+            raise DataError(f"'{path}' is not a loadable TorchScript file ({type(err).__name__})") from None
+        super().__init__(module, threads)
 
 
 class OnnxBackend:
@@ -169,7 +188,10 @@ class OnnxBackend:
         opts.intra_op_num_threads = threads or 0
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 - any load failure is a bad file for the user
+            raise DataError(f"'{path}' is not a loadable ONNX model ({type(err).__name__})") from None
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
@@ -256,6 +278,24 @@ class DeployedCryptoHedgeFund:
             self.backend = OnnxBackend(policy_path, threads)
         else:
             raise DataError(f"policy '{policy_path}' must end in .pth (PyTorch), .ts (TorchScript) or .onnx")
+        from deployment.split_export import OnnxSplit, TorchScriptSplit
+
+        #: market(window) / act(latent, weights, mask) halves, or None (then the whole network per request).
+        self.splitter: Any = None
+        if getattr(self.backend, "splits", False):
+            self.splitter = self.backend
+        elif suffix == ".onnx":
+            self.splitter = OnnxSplit.load(policy_path, threads)
+        elif suffix in (".ts", ".pt"):
+            self.splitter = TorchScriptSplit.load(policy_path)
+        try:  # a file that loads but cannot run this layout is refused now, not at the first request
+            out = self.predict(np.zeros((1, self.spec.layout.obs_dim), np.float32))
+        except Exception as err:  # noqa: BLE001 - a wrong graph fails in the runtime's own exception types
+            raise DataError(f"policy '{policy_path}' does not accept this export's observations "
+                            f"({type(err).__name__})") from None
+        if out.shape != (1, self.spec.layout.action_dim):
+            raise DataError(f"policy '{policy_path}' outputs {list(out.shape)[1:]} values, not "
+                            f"{self.spec.layout.action_dim} weights")
 
     @classmethod
     def from_export(cls, export_dir: str | os.PathLike, backend: str = "onnx", **kwargs: Any) -> DeployedCryptoHedgeFund:
@@ -366,7 +406,7 @@ class DeployedCryptoHedgeFund:
         listed = market.listed[-lay.window:] & ready[-lay.window:]
         feats = normalise(raw[-lay.window:], listed, spec.norm_mean, spec.norm_std, spec.clip)
         weights = self._current_weights(current_weights)
-        mask = market.tradable[-1].astype(np.float32)
+        mask = (market.tradable[-1] & listed[-1]).astype(np.float32)  # as the feature store's tradable
         obs = lay.join_numpy(feats[None], weights[None], mask[None])[0]
         close = market.close
         returns = close[-1] / close[-2] - 1.0 if market.n_days > 1 else np.zeros(lay.n_assets)
@@ -442,3 +482,31 @@ class DeployedCryptoHedgeFund:
             interventions=res.interventions, breaker_tripped=res.breaker_tripped,
             version=self.version, feature_rows=rows,
         )
+
+    # -- streaming (market state on the server) -------------------------------------------------------
+    def market_context(self, window: np.ndarray) -> Any:
+        """The market-only part for one normalised window (W, N, F): the module's market latent when the
+        backend splits (computed once per day and reused), else the flattened window."""
+        if self.splitter is not None:
+            return self.splitter.market(window)
+        return np.ascontiguousarray(window, np.float32).reshape(-1)
+
+    def predict_context(self, context: Any, weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Raw policy weights (N+1,) float64 from ``market_context``, current weights (N+1,), mask (N,)."""
+        if self.splitter is not None:
+            return self.splitter.act(context, weights, mask).astype(np.float64)
+        obs = np.concatenate([context, np.asarray(weights, np.float32), np.asarray(mask, np.float32)])
+        return self.predict(obs[None])[0].astype(np.float64)
+
+    def allocate_context(self, context: Any, weights: np.ndarray, mask: np.ndarray,
+                         last_returns: np.ndarray) -> Allocation:
+        """``allocate`` for the streaming path: closed assets held, then the risk layer (no drift rows)."""
+        raw = self.predict_context(context, weights, mask)
+        target = hold_closed(raw, np.asarray(weights, np.float64), np.asarray(mask) > 0.5)
+        res = apply_risk(target, self.spec.categories, self.spec.tickers, self.risk, last_returns, weights)
+        keys = (*self.spec.tickers, CASH)
+        return Allocation(
+            weights={k: float(v) for k, v in zip(keys, res.weights)},
+            policy_weights={k: float(v) for k, v in zip(keys, raw)},
+            interventions=res.interventions, breaker_tripped=res.breaker_tripped,
+            version=self.version, feature_rows=np.zeros((0, self.spec.layout.n_features), np.float32))

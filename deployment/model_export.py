@@ -10,6 +10,9 @@ writes into ``EXPORT_DIR`` (built in a temporary folder next to it, renamed into
 - ``policy.onnx``: ``torch.onnx.export`` (opset 17, dynamic batch, input ``obs``, output ``weights``),
   checked with ``onnx.checker``; ``metadata_props`` carry tickers, categories, feature names, window,
   obs layout, normalisation (mean/std/clip), algorithm and version;
+- ``policy_market.onnx``, ``policy_act.onnx``, ``policy_split.ts``: the market-only part and the
+  portfolio part as separate graphs (``deployment.split_export``), so the server computes the market
+  part once per day; their parity is in ``parity.json`` too;
 - ``saved_model/``: the forward pass re-written in TensorFlow with the PyTorch weights copied in
   (``deployment.tf_policy``), signature ``allocate``; ``policy_tf.onnx``: that SavedModel via tf2onnx;
 - ``parity.json``: max |weights - PyTorch weights| of each of the four on ``--n-obs`` observations built
@@ -35,7 +38,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -43,9 +45,11 @@ from typing import Any
 
 import numpy as np
 
+from data.atomic_dir import make_temp_dir, sigterm_interrupts
 from data.market import DataError, FeatureStore
 from deployment.deployed_fund import ServingSpec, _data_section, read_json_config
 from deployment.drift import DriftReference
+from deployment.split_export import export_split
 
 OPSET = 17
 TOLERANCE = 1e-5
@@ -237,6 +241,7 @@ def drift_reference(spec: ServingSpec, store: FeatureStore | None) -> DriftRefer
     return DriftReference.from_sample(rows)
 
 
+@sigterm_interrupts
 def export_run(run_dir: str, out_dir: str, store_dir: str | None = None, n_obs: int = 1000,
                tolerance: float = TOLERANCE, seed: int = 0) -> dict[str, Any]:
     """Do the whole export (see the module docstring); returns the parity report.
@@ -270,7 +275,7 @@ def export_run(run_dir: str, out_dir: str, store_dir: str | None = None, n_obs: 
     sampler = ObservationSampler(spec, store, n_obs, seed)
     example = next(sampler.chunks(2))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_temp_dir(out)  # killed exports' leftovers are swept first; SIGTERM runs the finally below
     try:
         t0 = time.perf_counter()
         _log(f"{spec.algo} policy, obs_dim {spec.layout.obs_dim}, {spec.layout.n_assets} assets; observations: {origin}")
@@ -278,12 +283,14 @@ def export_run(run_dir: str, out_dir: str, store_dir: str | None = None, n_obs: 
         _log("policy.ts written (TorchScript)")
         export_onnx(module, torch.from_numpy(example), tmp / "policy.onnx", spec.to_metadata())
         _log(f"policy.onnx written (opset {OPSET}, onnx.checker passed)")
+        split = export_split(module, spec.layout, next(sampler.chunks(64)), tmp)  # serving: market once a day
         tf_module = tf_module_for(spec.algo, agent, spec.layout)
         tf_policy.save_tf_policy(tf_module, str(tmp / "saved_model"))
         _log(f"saved_model/ written (signature '{tf_policy.SIGNATURE}')")
         tf_policy.saved_model_to_onnx(str(tmp / "saved_model"), str(tmp / "policy_tf.onnx"), OPSET)
         _log("policy_tf.onnx written (tf2onnx)")
         report = parity(module, tmp, sampler)
+        report["max_abs_diff"].update(split)
         report.update({"tolerance": tolerance, "observations": origin, "algo": spec.algo,
                        "version": spec.version, "seconds": round(time.perf_counter() - t0, 2),
                        "passed": max(report["max_abs_diff"].values()) <= tolerance})
@@ -298,7 +305,7 @@ def export_run(run_dir: str, out_dir: str, store_dir: str | None = None, n_obs: 
         (tmp / "drift_reference.json").write_text(json.dumps(drift_reference(spec, store).to_dict()))
         (tmp / "parity.json").write_text(json.dumps(report, indent=2))
         if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            trash = make_temp_dir(out, "old")
             out.rename(trash / out.name)
             tmp.rename(out)
             shutil.rmtree(trash, ignore_errors=True)

@@ -6,7 +6,9 @@ State lives in ``<root>/registry.json`` (rewritten atomically on every change)::
      "active": "v2", "history": ["v1"], "ab": {"v2": 0.8, "v3": 0.2} | null}
 
 - ``activate(name)`` makes ``name`` active and pushes the previous active version on ``history``.
-- ``rollback()`` pops ``history`` and re-activates the previous version.
+- ``rollback()`` pops ``history`` and re-activates the previous version. ``history`` keeps the last
+  ``MAX_HISTORY`` entries.
+- ``remove(name)`` drops a version that is neither active nor in the A/B split.
 - ``set_ab({name: weight})`` splits traffic between versions in proportion to the (positive) weights;
   ``choose(u)`` maps a uniform draw ``u`` in [0, 1) to a variant, so a seeded RNG gives a deterministic
   split. ``clear_ab()`` sends all traffic to the active version again.
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from data.market import DataError
 
+MAX_HISTORY = 32
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -49,14 +52,19 @@ class ModelRegistry:
             for key in ("versions", "active", "history", "ab"):
                 if key not in self.state:
                     raise RegistryError(f"registry file '{self._file}' lacks the key '{key}'")
+            self.state["history"] = list(self.state["history"])[-MAX_HISTORY:]
         else:
             self.state = {"versions": {}, "active": None, "history": [], "ab": None}
 
     def _save(self) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.state, fh, indent=2)
-        os.replace(tmp, self._file)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(self.state, fh, indent=2)
+            os.replace(tmp, self._file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     @property
     def versions(self) -> dict[str, dict]:
@@ -104,7 +112,7 @@ class ModelRegistry:
             if prev == name:
                 return
             if prev is not None:
-                self.state["history"].append(prev)
+                self.state["history"] = (self.state["history"] + [prev])[-MAX_HISTORY:]
             self.state["active"] = name
             self._save()
 
@@ -125,10 +133,22 @@ class ModelRegistry:
         with self._lock:
             for name, w in split.items():
                 self._require(name)
-                if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0 or w == float("inf"):
-                    raise RegistryError(f"A/B weight of '{name}' must be a positive number, got {w!r}")
-            total = float(sum(split.values()))
-            self.state["ab"] = {k: float(v) / total for k, v in split.items()}
+                if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < float("inf"):
+                    raise RegistryError(f"A/B weight of '{name}' must be a positive finite number")
+            top = max(float(v) for v in split.values())  # scale first: 1e308 + 1e308 would overflow
+            scaled = {k: float(v) / top for k, v in split.items()}
+            total = sum(scaled.values())
+            self.state["ab"] = {k: v / total for k, v in scaled.items()}
+            self._save()
+
+    def remove(self, name: str) -> None:
+        """Forget an inactive version (its export folder is left alone)."""
+        with self._lock:
+            self._require(name)
+            if name == self.state["active"] or name in (self.state["ab"] or {}):
+                raise RegistryError(f"version '{name}' is active or in the A/B split; activate another first")
+            del self.state["versions"][name]
+            self.state["history"] = [h for h in self.state["history"] if h != name]
             self._save()
 
     def clear_ab(self) -> None:

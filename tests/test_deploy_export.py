@@ -93,11 +93,13 @@ def torch_weights(run: Path, obs: np.ndarray) -> np.ndarray:
 def test_export_parity_report(exported):
     out = exported / "export"
     for name in ("policy.ts", "policy.onnx", "saved_model/saved_model.pb", "policy_tf.onnx", "parity.json",
-                 "config.json", "manifest.json", "policy.pth", "drift_reference.json"):
+                 "config.json", "manifest.json", "policy.pth", "drift_reference.json", "policy_market.onnx",
+                 "policy_act.onnx", "policy_split.ts"):
         assert (out / name).exists(), name
     report = json.loads((out / "parity.json").read_text())
     assert report["passed"] and report["n_observations"] >= 1000
-    assert set(report["max_abs_diff"]) == {"torchscript", "onnx", "saved_model", "tf_onnx"}
+    assert set(report["max_abs_diff"]) == {"torchscript", "onnx", "saved_model", "tf_onnx", "onnx_split",
+                                           "torchscript_split"}
     assert max(report["max_abs_diff"].values()) <= 1e-5
     assert "rebuilt from the run's data config" in report["observations"]
     assert not list(exported.glob(".export.tmp-*"))  # the temp folder was renamed away

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import socket
@@ -25,10 +26,14 @@ from test_deploy_export import DATA, WINDOW, make_run
 from agents.common import ObsLayout
 from agents.io import load_agent
 from data.feature_engineering import load_feature_store
+from data.market import DataError
 from deployment.model_export import drift_reference, export_onnx, export_torchscript
+from deployment.split_export import export_split
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKERS = ["BTC-USD", "ETH-USD", "SPY", "BIL"]
+TOKEN = "test-token-0123456789abcdef"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
 def serving_export(run: Path, out: Path) -> None:
@@ -41,6 +46,12 @@ def serving_export(run: Path, out: Path) -> None:
     out.mkdir(parents=True)
     export_onnx(module, example, out / "policy.onnx", spec.to_metadata())
     export_torchscript(module, example, out / "policy.ts")
+    lay, rng = spec.layout, np.random.default_rng(0)
+    obs = lay.join_numpy(rng.standard_normal((4, lay.window, lay.n_assets, lay.n_features)).astype(np.float32),
+                         rng.dirichlet(np.ones(lay.action_dim), 4).astype(np.float32),
+                         (rng.random((4, lay.n_assets)) > 0.3).astype(np.float32))
+    split = export_split(module, lay, obs, out)  # market part once a day: separate graphs
+    assert max(split.values()) < 1e-5, split
     for name in ("policy.pth", "config.json", "manifest.json"):
         shutil.copyfile(run / name, out / name)
     (out / "drift_reference.json").write_text(json.dumps(drift_reference(spec, load_feature_store(DATA)).to_dict()))
@@ -61,19 +72,20 @@ def server(tmp_path_factory):
         serving_export(base / f"run_{name}", base / f"export_{name}")
     state = base / "state"
     (base / "serve.yaml").write_text(json.dumps({"deployment": {
-        "max_body_bytes": 500_000, "max_stale_days": 4, "ab_seed": 7,
+        "max_body_bytes": 500_000, "max_json_bytes": 400_000, "max_stale_days": 4, "ab_seed": 7,
         "risk": {"max_asset_weight": 0.6, "breaker_asset_move": 0.25, "breaker_portfolio_move": 0.1,
                  "breaker_scale": 0.5, "category_caps": {"growth": 0.9, "traditional": 0.9, "stable": 1.0}},
         "drift": {"min_rows": 120, "buffer_rows": 120, "check_every": 1, "min_interval_s": 0.0, "persist_checks": 3,
                   "psi_threshold": 3.0, "ks_threshold": 0.5,
                   "retrain_request_file": str(state / "retrain_request.json")}}}))
     port = free_port()
+    (base / "token").write_text(TOKEN + "\n")
     proc = subprocess.Popen(
         [sys.executable, "deployment/inference_server.py", "--model", str(base / "export_a"), "--port", str(port),
-         "--state-dir", str(state), "--config", str(base / "serve.yaml")],
+         "--state-dir", str(state), "--config", str(base / "serve.yaml"), "--token-file", str(base / "token")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=AUTH)
     for _ in range(300):
         try:
             if client.get("/healthz").status_code == 200:
@@ -85,7 +97,7 @@ def server(tmp_path_factory):
     else:
         proc.kill()
         pytest.fail("server did not come up in 30 s")
-    yield {"client": client, "base": base, "state": state}
+    yield {"client": client, "base": base, "state": state, "port": port}
     client.close()
     proc.terminate()
     proc.wait(timeout=10)
@@ -135,10 +147,11 @@ def test_every_bad_input_gets_a_clear_4xx(server, obs_batch):
     mask_bad[-1] = 0.5
     cases = [
         (dict(json={"observation": good[:-1].tolist()}), 422, "observation has shape [1648]"),
-        (dict(content=json.dumps({"observation": nan.tolist()})), 422, "NaN or infinite"),
+        (dict(content=json.dumps({"observation": nan.tolist()})), 400, "NaN is not a JSON number"),
         (dict(content=nan.astype("<f4").tobytes(), headers={"content-type": "application/octet-stream"}),
          422, "NaN or infinite"),
-        (dict(content=json.dumps({"observation": [1e400] * len(good)})), 422, "NaN or infinite"),
+        (dict(content=json.dumps({"observation": [1e400] * len(good)})), 400, "Infinity is not a JSON number"),
+        (dict(content=b'{"observation": [1e999]}'), 400, "out of range"),
         (dict(json={"observation": mask_bad.tolist()}), 422, "must be 0 or 1"),
         (dict(json={"ohlcv": {"DOGE-USD": {}}}), 422, "unknown ticker 'DOGE-USD'"),
         (dict(json={"ohlcv": {t: {} for t in TICKERS}}), 422, "must be an object with the lists"),
@@ -146,7 +159,7 @@ def test_every_bad_input_gets_a_clear_4xx(server, obs_batch):
         (dict(json={"observation": good.tolist(), "colour": 1}), 422, "unknown field 'colour'"),
         (dict(content=b"{not json"), 400, "not valid JSON"),
         (dict(json=[1, 2]), 400, "must be a JSON object"),
-        (dict(content=b"", headers={"content-type": "application/json"}), 400, "body is empty"),
+        (dict(content=b"", headers={"content-type": "application/json"}), 409, "no market state"),
         (dict(content=b"abc", headers={"content-type": "text/csv"}), 415, "not supported"),
         (dict(content=b"\0" * 7, headers={"content-type": "application/octet-stream"}), 400, "float32"),
         (dict(content=b"[" + b"0," * 300_000 + b"0]"), 413, "exceeds the limit"),
@@ -156,7 +169,7 @@ def test_every_bad_input_gets_a_clear_4xx(server, obs_batch):
         assert r.status_code == status, (fragment, r.text)
         assert fragment in r.json()["error"], r.json()
     assert c.get("/healthz").status_code == 200 and binary(c, good).status_code == 200  # still serving
-    assert metric(c, "fund_http_requests_total", '{route="/v1/allocate",status="422"}') >= 9
+    assert metric(c, "fund_http_requests_total", '{route="/v1/allocate",status="422"}') >= 7
 
 
 def test_ohlcv_stale_and_short_history(server):
@@ -279,3 +292,149 @@ def test_server_cli_bad_input(tmp_path, capsys):
     (tmp_path / "typo.yaml").write_text("deployment:\n  max_body: 5\n")
     assert main(["--model", str(tmp_path), "--config", str(tmp_path / "typo.yaml")]) == 2
     assert "unknown key 'max_body' in deployment" in capsys.readouterr().err
+
+
+# -- attacks from the issue: every one a 4xx (or one sentence and exit 2), never a 500 ------------------
+
+def test_state_changes_need_the_token_json_and_same_origin(server):
+    c, port = server["client"], server["port"]
+    anon = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    writes = [("POST", "/v1/registry/activate", {"version": "v1"}), ("POST", "/v1/registry/rollback", None),
+              ("POST", "/v1/registry/versions", {"name": "x", "path": "/tmp"}),
+              ("DELETE", "/v1/registry/versions/v2", None), ("POST", "/v1/registry/ab", {"split": {"v1": 1}}),
+              ("DELETE", "/v1/registry/ab", None), ("POST", "/v1/performance", {"returns": {}}),
+              ("POST", "/v1/bars", {"date": "2024-01-01", "bars": {}})]
+    for method, path, body in writes:
+        r = anon.request(method, path, json=body)
+        assert r.status_code == 401 and "token" in r.json()["error"], (path, r.text)
+        wrong = anon.request(method, path, json=body, headers={"authorization": "Bearer " + "x" * len(TOKEN)})
+        assert wrong.status_code == 401, path
+    assert anon.get("/v1/registry").status_code == 200 and anon.get("/healthz").status_code == 200
+    # A web page in the operator's browser: a "simple" text/plain post, or any foreign Origin.
+    r = c.post("/v1/registry/activate", content=b'{"version": "v1"}', headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["error"]
+    r = c.post("/v1/registry/activate", json={"version": "v1"}, headers={"origin": "https://evil.example"})
+    assert r.status_code == 403 and "cross-origin" in r.json()["error"]
+    ok = c.post("/v1/registry/activate", json={"version": "v1"}, headers={"origin": f"http://127.0.0.1:{port}"})
+    assert ok.status_code == 200
+    anon.close()
+
+
+def test_registry_paths_stay_inside_the_models_root(server, tmp_path):
+    c, base = server["client"], server["base"]
+    outside = tmp_path / "export_copy"
+    shutil.copytree(base / "export_b", outside)
+    for path in (str(outside), "/etc", str(base / ".." / "..")):
+        r = c.post("/v1/registry/versions", json={"name": "evil", "path": path})
+        assert r.status_code == 403 and "models root" in r.json()["error"], r.text
+    bad = base / "export_bad"
+    shutil.copytree(base / "export_b", bad)
+    (bad / "policy.onnx").write_bytes(b"not an onnx graph" * 10)
+    r = c.post("/v1/registry/versions", json={"name": "bad", "path": str(bad)})
+    assert r.status_code == 422 and "not a loadable ONNX model" in r.json()["error"]
+    assert "bad" not in c.get("/v1/registry").json()["versions"]
+
+
+def test_delete_version_and_bounded_history(server):
+    c, base = server["client"], server["base"]
+    shutil.copytree(base / "export_b", base / "export_c")
+    assert c.post("/v1/registry/versions", json={"name": "v3", "path": str(base / "export_c")}).status_code == 200
+    active = c.get("/v1/registry").json()["active"]
+    r = c.delete(f"/v1/registry/versions/{active}")
+    assert r.status_code == 409 and "active" in r.json()["error"]
+    assert c.delete("/v1/registry/versions/v3").status_code == 200
+    assert "v3" not in c.get("/v1/registry").json()["versions"]
+    assert c.delete("/v1/registry/versions/v3").status_code == 404
+    from deployment.registry import MAX_HISTORY, ModelRegistry
+
+    reg = ModelRegistry(base / "reg_unit")
+    reg.register("a", base / "export_a")
+    reg.register("b", base / "export_b")
+    for k in range(3 * MAX_HISTORY):
+        reg.activate("ab"[k % 2])
+    assert len(reg.state["history"]) == MAX_HISTORY
+    assert len(json.loads((base / "reg_unit" / "registry.json").read_text())["history"]) == MAX_HISTORY
+
+
+def test_hostile_values_are_4xx_and_leave_the_server_healthy(server, obs_batch):
+    c, state = server["client"], server["state"]
+    good = obs_batch[5].tolist()
+    audit = state / "audit.jsonl"
+    size = audit.stat().st_size if audit.exists() else 0
+    cases = [
+        ({"observation": good, "request_id": "x" * 129}, "request_id"),
+        ({"observation": [True] + good[1:]}, "entry 0 is bool"),
+        ({"observation": ["0.5"] + good[1:]}, "entry 0 is str"),
+        ({"observation": good, "current_weights": [0.2] * 5}, "part of the observation"),
+        ({"observation": good, "last_returns": [True, 0, 0, 0]}, "last_returns"),
+    ]
+    for body, fragment in cases:
+        r = c.post("/v1/allocate", json=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and fragment in r.json()["error"], r.text
+    assert (audit.stat().st_size if audit.exists() else 0) == size
+    deep = b"[" * 100_000 + b"]" * 100_000
+    r = c.post("/v1/allocate", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code in (400, 413) and "error" in r.json()
+    r = c.post("/v1/allocate", content=b"[" * 40 + b"]" * 40, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "nests deeper" in r.json()["error"]
+    r = c.post("/v1/allocate", content=b'{"observation": [' + b"9" * 400 + b"]}",
+               headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "digits" in r.json()["error"]
+    r = c.post("/v1/allocate", content=b'{"observation": [0.1], "request_id": "' + b"y" * 390_000 + b'"}',
+               headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "request_id" in r.json()["error"]  # under the JSON cap: parsed off-loop
+    big = b"{" + b" " * 450_000 + b"}"
+    r = c.post("/v1/allocate", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413  # JSON is capped lower (400 kB) than binary bodies (500 kB)
+    assert binary(c, np.zeros(450_000 // 4, np.float32)).status_code == 422  # wrong shape, not too large
+    assert binary(c, obs_batch[5]).status_code == 200
+    r = c.post("/v1/performance", json={"returns": {t: 1e308 for t in TICKERS}})
+    assert r.status_code == 422 and "simple one-day returns" in r.json()["error"]
+    r = c.post("/v1/performance", json={"returns": {t: 1e308 for t in TICKERS}})
+    assert r.status_code == 422
+    r = c.post("/v1/performance", json={"returns": {"BTC-USD": True, "ETH-USD": 0, "SPY": 0, "BIL": 0}})
+    assert r.status_code == 422
+    assert c.get("/metrics").status_code == 200
+    assert c.post("/v1/performance", json={"returns": {t: 0.0 for t in TICKERS}}).status_code == 200
+    split = c.post("/v1/registry/ab", json={"split": {"v1": 1e308, "v2": 1e308}})
+    assert split.status_code == 200 and split.json()["ab"] == {"v1": 0.5, "v2": 0.5}
+    r = c.post("/v1/registry/ab", content=b'{"split": {"v1": 1, "v2": NaN}}', headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert c.delete("/v1/registry/ab").status_code == 200
+    text = c.get("/metrics").text
+    assert "# TYPE fund_allocate_latency_ms histogram" in text and 'fund_allocate_latency_ms_bucket{le="+Inf"}' in text
+    assert metric(c, "fund_http_requests_total", '{route="/v1/allocate",status="500"}') == 0.0
+    assert metric(c, "fund_http_requests_total", '{route="/v1/performance",status="500"}') == 0.0
+
+
+def test_start_up_refusals_are_one_sentence(server, tmp_path, capsys, monkeypatch):
+    from deployment.inference_server import main
+    from deployment.serving_app import ServingConfig, build_state
+
+    base = server["base"]
+    monkeypatch.delenv("DRL_SERVER_TOKEN", raising=False)
+    assert main(["--model", str(base / "export_a"), "--host", "0.0.0.0"]) == 2
+    assert "refusing to listen on 0.0.0.0 without a token" in capsys.readouterr().err
+    (tmp_path / "short").write_text("abc\n")
+    assert main(["--model", str(base / "export_a"), "--token-file", str(tmp_path / "short")]) == 2
+    assert "at least 16 printable characters" in capsys.readouterr().err
+    fake = tmp_path / "export_pickle"
+    shutil.copytree(base / "export_a", fake, ignore=shutil.ignore_patterns("serving"))
+    (fake / "policy.ts").write_bytes(pickle.dumps({"evil": 1}))
+    assert main(["--model", str(fake), "--backend", "torchscript", "--state-dir", str(tmp_path / "s1")]) == 2
+    assert "is not a loadable TorchScript file" in capsys.readouterr().err
+    # A registered but inactive version whose folder disappeared: a warning, the server still starts.
+    gone = tmp_path / "export_gone"
+    shutil.copytree(base / "export_b", gone, ignore=shutil.ignore_patterns("serving"))
+    from deployment.registry import ModelRegistry
+
+    reg = ModelRegistry(tmp_path / "s2")
+    reg.register("old", gone)
+    reg.register("new", base / "export_a")
+    reg.activate("new")
+    shutil.rmtree(gone)
+    app = build_state([str(base / "export_a")], ["new"], ServingConfig(), str(tmp_path / "s2"))
+    assert sorted(app.versions) == ["new"] and "inactive version 'old'" in capsys.readouterr().err
+    reg.activate("old")  # the active version's folder is gone: that is fatal, in one sentence
+    with pytest.raises(DataError, match="version 'old' is in use but cannot be served"):
+        build_state([str(base / "export_b")], ["other"], ServingConfig(), str(tmp_path / "s2"))
