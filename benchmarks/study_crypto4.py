@@ -342,9 +342,10 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
             report_spans[key] = {"start": str(benches[0].dates[0]), "end": str(benches[0].dates[-1]),
                                  "n_days": int(benches[0].dates.shape[0]),
                                  "rows": table_rows(agents, benches, context, tickers)}
-    gap = 0.0  # the training layer's validation.json against this re-run of the same policy and span
+    gap, train_seconds = 0.0, {}  # the training layer's validation.json against this re-run of the same policy
     for (algo, seed), run in runs.items():
         val = json.loads((run / "validation.json").read_text(encoding="utf-8"))
+        train_seconds[f"{algo}_seed_{seed}"] = val.get("train_seconds")
         ours = next(r for r in report_spans["validation_2022"]["rows"] if r["name"] == f"{algo}_seed_{seed}")
         gap = max(gap, abs(val["sharpe"] - ours["metrics"]["sharpe"]))
     cmp = comparisons(*spans["test_2023"], context, args) if "sac" in args.algos else []
@@ -357,7 +358,8 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
                  "train": f"{store.dates[0]}..{TRAIN_END} (normalisation fitted here)",
                  "risk_free": context.risk_free_label, "periods_per_year": context.periods},
         "size": {"algos": args.algos, "seeds": args.seeds, "timesteps_per_run": args.timesteps,
-                 "full_size": args.full_size, "workers": args.workers, "train_minutes": round(train_minutes, 2),
+                 "full_size": args.full_size, "workers": args.workers, "train_minutes_this_call": round(train_minutes, 2),
+                 "train_seconds_per_run": train_seconds,
                  "n_boot": args.n_boot, "config": args.config, "overrides": study_overrides(args, "<algo>", -1)},
         "spans": report_spans, "comparisons_2023": cmp,
         "goals_2023": goals(report_spans["test_2023"]["rows"], cmp) if cmp else None,
