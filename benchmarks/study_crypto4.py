@@ -176,10 +176,12 @@ def comparisons(agents: list[Any], benches: list[Any], context: Any, args: argpa
 
 def curves(runs: dict[tuple[str, int], Path], res_dir: Path, name: str) -> Path:
     """Per-episode convergence curves of every run: one CSV (algo, seed, then ``curves.csv``'s columns) and
-    one PNG (a rolling mean over 5 episodes per run; both algorithms on each panel)."""
+    one PNG (per run a rolling mean over two rounds of its parallel envs' episodes; both algorithms on each
+    panel)."""
     from matplotlib.figure import Figure
 
     from evaluation.reports import atomic_write_text
+    from training.config import load_experiment
     from training.curves import CURVE_COLUMNS, read_curves_csv
 
     lines = ["algo,seed," + ",".join(CURVE_COLUMNS)]
@@ -191,9 +193,10 @@ def curves(runs: dict[tuple[str, int], Path], res_dir: Path, name: str) -> Path:
         for rec in recs:
             lines.append(f"{algo},{seed}," + ",".join(repr(getattr(rec, c)) for c in CURVE_COLUMNS))
         ep = np.array([r.episode for r in recs], dtype=np.float64)
+        window = 2 * load_experiment(run / "config.json").training.n_envs
         for ax, key in zip(axes.ravel(), CURVE_KEYS):
             y = np.array([getattr(r, key) for r in recs], dtype=np.float64)
-            k = min(5, max(1, y.size))
+            k = min(window, max(1, y.size))
             if y.size == 0:
                 continue
             smooth = np.convolve(y, np.ones(k) / k, mode="valid")
@@ -206,7 +209,7 @@ def curves(runs: dict[tuple[str, int], Path], res_dir: Path, name: str) -> Path:
     for ax in axes[-1]:
         ax.set_xlabel("episode")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle("crypto4 training curves per episode (rolling mean of 5 episodes)")
+    fig.suptitle("crypto4 training curves per episode (lines: rolling mean over two rounds of the parallel envs)")
     fig.tight_layout()
     atomic_write_text(res_dir / f"{name}_curves.csv", "\n".join(lines) + "\n")
     png = res_dir / f"{name}_curves.png"
@@ -279,9 +282,9 @@ def goals(test_rows: list[dict[str, Any]], cmp: list[dict[str, Any]]) -> dict[st
                    f"score an active share of 1/{n_assets + 1} = {1 / (n_assets + 1):.2f}, so the 0.15 threshold "
                    "alone does not show that the agent left its initial policy; compare the average weights")
     out["significant_differences"] = [
-        f"{c['sac']} - {c['versus']}: Sharpe {c['sharpe_diff']['estimate']:+.2f} "
-        f"[{c['sharpe_diff']['low']:+.2f}, {c['sharpe_diff']['high']:+.2f}]"
-        for c in cmp if c["sharpe_diff"]["low"] > 0 or c["sharpe_diff"]["high"] < 0]
+        f"{c['sac']} - {c['versus']}: {label} {c[key]['estimate']:+.3f} [{c[key]['low']:+.3f}, {c[key]['high']:+.3f}]"
+        for c in cmp for key, label in (("sharpe_diff", "Sharpe"), ("final_value_diff", "final value"))
+        if c[key]["low"] > 0 or c[key]["high"] < 0]
     return out
 
 
@@ -339,9 +342,10 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
             report_spans[key] = {"start": str(benches[0].dates[0]), "end": str(benches[0].dates[-1]),
                                  "n_days": int(benches[0].dates.shape[0]),
                                  "rows": table_rows(agents, benches, context, tickers)}
-    gap = 0.0  # the training layer's validation.json against this re-run of the same policy and span
+    gap, train_seconds = 0.0, {}  # the training layer's validation.json against this re-run of the same policy
     for (algo, seed), run in runs.items():
         val = json.loads((run / "validation.json").read_text(encoding="utf-8"))
+        train_seconds[f"{algo}_seed_{seed}"] = val.get("train_seconds")
         ours = next(r for r in report_spans["validation_2022"]["rows"] if r["name"] == f"{algo}_seed_{seed}")
         gap = max(gap, abs(val["sharpe"] - ours["metrics"]["sharpe"]))
     cmp = comparisons(*spans["test_2023"], context, args) if "sac" in args.algos else []
@@ -354,7 +358,8 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
                  "train": f"{store.dates[0]}..{TRAIN_END} (normalisation fitted here)",
                  "risk_free": context.risk_free_label, "periods_per_year": context.periods},
         "size": {"algos": args.algos, "seeds": args.seeds, "timesteps_per_run": args.timesteps,
-                 "full_size": args.full_size, "workers": args.workers, "train_minutes": round(train_minutes, 2),
+                 "full_size": args.full_size, "workers": args.workers, "train_minutes_this_call": round(train_minutes, 2),
+                 "train_seconds_per_run": train_seconds,
                  "n_boot": args.n_boot, "config": args.config, "overrides": study_overrides(args, "<algo>", -1)},
         "spans": report_spans, "comparisons_2023": cmp,
         "goals_2023": goals(report_spans["test_2023"]["rows"], cmp) if cmp else None,
