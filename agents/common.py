@@ -55,13 +55,10 @@ class ObsLayout:
     def split(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Slice ``obs`` float32 (B, obs_dim) into features (B, window, N, F), weights (B, N+1), mask (B, N).
 
-        Pure slicing and reshaping with Python-int sizes, so it traces and exports to ONNX.
+        Pure slicing and reshaping with Python-int sizes, so it traces and exports to ONNX
+        (``split_obs`` is the same function for TorchScript-compiled modules).
         """
-        fd, n = self.feature_dim, self.n_assets
-        features = obs[:, :fd].reshape(-1, self.window, n, self.n_features)
-        weights = obs[:, fd : fd + n + 1]
-        mask = obs[:, fd + n + 1 : fd + 2 * n + 1]
-        return features, weights, mask
+        return split_obs(obs, self.window, self.n_assets, self.n_features)
 
     def split_numpy(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``split`` for numpy arrays of shape (B, obs_dim) or (obs_dim,) (views, no copies)."""
@@ -115,19 +112,33 @@ class ObsLayout:
         return cls(w, n, rest // (n * w))
 
 
+def split_obs(obs: torch.Tensor, window: int, n_assets: int,
+              n_features: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """obs float32 (B, obs_dim) -> features (B, window, N, F), weights (B, N+1), mask (B, N) (views).
+
+    ``ObsLayout.split`` with the sizes as arguments, so that TorchScript can compile it.
+    """
+    fd = window * n_assets * n_features
+    features = obs[:, :fd].reshape(-1, window, n_assets, n_features)
+    weights = obs[:, fd : fd + n_assets + 1]
+    mask = obs[:, fd + n_assets + 1 : fd + 2 * n_assets + 1]
+    return features, weights, mask
+
+
 def full_mask(mask: torch.Tensor) -> torch.Tensor:
     """(B, N) tradable mask -> (B, N+1) with the cash slot always 1."""
     return torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
 
 
-def masked_softmax(logits: torch.Tensor, mask1: torch.Tensor) -> torch.Tensor:
+def masked_softmax(logits: torch.Tensor, mask1: torch.Tensor, masked_logit: float = MASKED_LOGIT) -> torch.Tensor:
     """Softmax of ``logits`` (B, N+1) over the entries with ``mask1`` (B, N+1) > 0.5; others exactly 0.
 
     Uses ``torch.where`` with a finite large negative logit (no -inf, no data-dependent control flow),
     then multiplies by the mask so masked entries are exactly 0 even if every logit were masked.
+    (``masked_logit`` is an argument, default ``MASKED_LOGIT``, so that TorchScript can compile it.)
     """
     keep = mask1 > 0.5
-    z = torch.where(keep, logits, torch.full_like(logits, MASKED_LOGIT))
+    z = torch.where(keep, logits, torch.full_like(logits, masked_logit))
     w = torch.softmax(z, dim=-1) * keep.to(logits.dtype)
     return w / w.sum(dim=-1, keepdim=True).clamp_min(1e-12)
 

@@ -37,13 +37,15 @@ class LSTMExtractor(nn.Module):
     def __init__(self, layout: ObsLayout, hidden: int = 64, lstm_layers: int = 3) -> None:
         super().__init__()
         self.layout, self.hidden = layout, hidden
+        self.window, self.n_assets, self.n_features = layout.window, layout.n_assets, layout.n_features
+        self.negative_slope = LEAKY_SLOPE  # an attribute, not a global, so that TorchScript compiles forward
         self.fc = nn.Linear(layout.n_features, hidden)
         self.lstm = nn.LSTM(hidden, hidden, num_layers=lstm_layers, batch_first=True)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        w, n, f = self.layout.window, self.layout.n_assets, self.layout.n_features
+        w, n, f = self.window, self.n_assets, self.n_features
         x = features.permute(0, 2, 1, 3).reshape(-1, w, f)
-        x = F.leaky_relu(self.fc(x), LEAKY_SLOPE)
+        x = F.leaky_relu(self.fc(x), self.negative_slope)
         out, _ = self.lstm(x)
         latent = out[:, -1].reshape(-1, n, self.hidden)
         return torch.cat([latent, torch.zeros_like(latent[:, :1])], dim=1)
@@ -56,12 +58,13 @@ class AssetScoreHead(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(hidden + 1, hidden)
         self.fc2 = nn.Linear(hidden, k)
+        self.negative_slope = LEAKY_SLOPE
         nn.init.uniform_(self.fc2.weight, -3e-3, 3e-3)
         nn.init.zeros_(self.fc2.bias)
 
     def forward(self, latent: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         x = torch.cat([latent, weights.unsqueeze(-1)], dim=-1)
-        return self.fc2(F.leaky_relu(self.fc1(x), LEAKY_SLOPE))
+        return self.fc2(F.leaky_relu(self.fc1(x), self.negative_slope))
 
 
 class QHead(nn.Module):

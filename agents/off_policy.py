@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.common import ObsLayout, as_batch, as_batched_env, full_mask, masked_softmax
+from agents.common import ObsLayout, as_batch, as_batched_env, full_mask, masked_softmax, split_obs
 from agents.lstm_extractor import AssetScoreHead, LSTMExtractor
 from agents.replay_buffer import IndexReplayBuffer, ObsReplayBuffer, ReplayBatch, index_source
 
@@ -33,19 +33,31 @@ class LSTMPolicyModule(nn.Module):
     """Deterministic policy obs (B, obs_dim) -> weights (B, N+1): encoder -> actor head -> masked softmax.
 
     ``cash_reference`` True (SAC): logits = [mu_1..mu_N, 0] (the actor's first output, cash row ignored);
-    False (DDPG): logits = the actor's first output for all N+1 rows. Trace/ONNX friendly.
+    False (DDPG): logits = the actor's first output for all N+1 rows. Split as the Transformer's
+    ``PolicyModule``: ``forward(obs) == act(market(features), weights, mask)`` with ``market`` = the encoder's
+    latent (B, N+1, H); scriptable, traceable (per method) and ONNX-exportable.
     """
 
-    def __init__(self, layout: ObsLayout, encoder: LSTMExtractor, actor: AssetScoreHead, cash_reference: bool):
+    def __init__(self, layout: ObsLayout, encoder: nn.Module, actor: AssetScoreHead, cash_reference: bool):
         super().__init__()
         self.layout, self.encoder, self.actor, self.cash_reference = layout, encoder, actor, cash_reference
+        self.window, self.n_assets, self.n_features = layout.window, layout.n_assets, layout.n_features
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        features, weights, mask = self.layout.split(obs)
-        out = self.actor(self.encoder(features), weights)[..., 0]
+    def market(self, features: torch.Tensor) -> torch.Tensor:
+        """Market-only latent: features (B, W, N, F) -> the encoder's latent (B, N+1, H), cash row zero."""
+        return self.encoder(features)
+
+    def act(self, market: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """market latent (B, N+1, H), weights (B, N+1), mask (B, N) -> simplex weights (B, N+1)."""
+        out = self.actor(market, weights)[..., 0]
         if self.cash_reference:
             out = torch.cat([out[:, :-1], torch.zeros_like(out[:, :1])], dim=1)
         return masked_softmax(out, full_mask(mask))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """obs (B, obs_dim) -> weights (B, N+1); equals ``act(market(features), weights, mask)``."""
+        features, weights, mask = split_obs(obs, self.window, self.n_assets, self.n_features)
+        return self.act(self.market(features), weights, mask)
 
 
 def dirichlet_on_tradable(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:

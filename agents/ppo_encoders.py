@@ -55,6 +55,7 @@ class MLPExtractor(nn.Module):
         if layers < 1:
             raise ValueError(f"mlp_layers must be at least 1, got {layers}")
         self.layout, self.hidden = layout, hidden
+        self.window, self.n_assets, self.n_features = layout.window, layout.n_assets, layout.n_features
         dims = [layout.window * layout.n_features] + [hidden] * layers
         mods: list[nn.Module] = []
         for d_in, d_out in zip(dims[:-1], dims[1:]):
@@ -62,7 +63,7 @@ class MLPExtractor(nn.Module):
         self.net = nn.Sequential(*mods)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        w, n, f = self.layout.window, self.layout.n_assets, self.layout.n_features
+        w, n, f = self.window, self.n_assets, self.n_features
         x = features.permute(0, 2, 1, 3).reshape(-1, n, w * f)
         latent = self.net(x)
         return torch.cat([latent, torch.zeros_like(latent[:, :1])], dim=1)

@@ -13,9 +13,9 @@ so the state dict maps one-to-one onto another framework):
    Context ``c = x[:, -1]`` [B,d]: the most recent day's token, which attended over the whole window.
 4. Asset tokens (which assets matter), one per asset plus one for cash:
    ``tok[:, i] = asset_proj(features[:, -1, i, :])`` for i < N (``nn.Linear(F, d)`` on the latest day),
-   ``tok[:, N] = cash_token`` (learned [d]); then
-   ``tok += asset_embed[None] + weight_proj(weights[..., None]) + c[:, None]``
-   (``asset_embed`` learned [N+1,d], ``weight_proj = nn.Linear(1, d)``).
+   ``tok[:, N] = cash_token`` (learned [d]); the market tokens ``market = tok + asset_embed[None] +
+   c[:, None]`` (``asset_embed`` learned [N+1,d]) depend on the features window only; then the portfolio
+   enters: ``tok = market + weight_proj(weights[..., None])`` (``weight_proj = nn.Linear(1, d)``).
 5. ``tok = asset_norm(asset_encoder(tok))``: ``asset_layers`` encoder layers configured as in 3, no mask
    in attention (a closed market still carries information), then LayerNorm.
 6. Actor: ``logits = actor_head(tok)[..., 0]`` [B,N+1] (``nn.Linear(d, 1)`` shared across tokens).
@@ -34,8 +34,10 @@ ratio); the entropy bonus is the matching ``sum_i mask_i * (0.5 + 0.5 log 2 pi +
 Masked assets get no weight: their z is ignored and their softmax entry is exactly 0.
 
 Deterministic policy (``PolicyModule``): ``weights = masked_softmax(logits, mask1)`` (= the weights at
-``z = mu``), float32 [B,N+1], no data-dependent Python control flow: traceable, scriptable-by-trace and
-exportable to ONNX (opset 17).
+``z = mu``), float32 [B,N+1], no data-dependent Python control flow: scriptable, traceable and exportable
+to ONNX (opset 17). It splits into ``market(features) -> market tokens`` (steps 1-4 without the weights,
+once per day) and ``act(market, weights, mask) -> weights`` (steps 4-6), so a server can compute the
+market part once per day and answer every portfolio from it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.common import ObsLayout, full_mask, masked_softmax
+from agents.common import ObsLayout, full_mask, masked_softmax, split_obs
 
 
 def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
@@ -90,6 +92,7 @@ class TransformerActorCritic(nn.Module):
             raise ValueError(f"d_model {d_model} must be even and divisible by n_heads {n_heads}")
         self.layout = layout
         n, f, w = layout.n_assets, layout.n_features, layout.window
+        self.window, self.n_assets, self.n_features = w, n, f  # ints for TorchScript (``split_obs``)
         self.day_proj = nn.Linear(n * f, d_model)
         self.register_buffer("pos", sinusoidal_positions(w, d_model))
         self.day_encoder = nn.TransformerEncoder(
@@ -115,29 +118,54 @@ class TransformerActorCritic(nn.Module):
     # -- the forward pass, split so the attention maps can reuse it ------------------------------------
     def _day_tokens(self, features: torch.Tensor) -> torch.Tensor:
         b = features.shape[0]
-        x = self.day_proj(features.reshape(b, self.layout.window, -1))
+        x = self.day_proj(features.reshape(b, features.shape[1], -1))
         return x + self.pos
 
-    def _asset_tokens(self, features: torch.Tensor, weights: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        assets = self.asset_proj(features[:, -1])  # [B,N,d]
-        cash = self.cash_token.expand(features.shape[0], 1, -1)
+    def _context(self, features: torch.Tensor) -> torch.Tensor:
+        """features (B, W, N, F) -> context (B, d): the day encoder's token of the latest day."""
+        return self.day_norm(self.day_encoder(self._day_tokens(features)))[:, -1]
+
+    def _market_tokens(self, latest: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Latest day's features (B, N, F) and context (B, d) -> market tokens (B, N+1, d) (no weights yet)."""
+        assets = self.asset_proj(latest)  # [B,N,d]
+        cash = self.cash_token.expand(latest.shape[0], 1, -1)
         tok = torch.cat([assets, cash], dim=1)
-        return tok + self.asset_embed + self.weight_proj(weights.unsqueeze(-1)) + context.unsqueeze(1)
+        return tok + self.asset_embed + context.unsqueeze(1)
+
+    def _asset_tokens(self, features: torch.Tensor, weights: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Step 4 of the module doc: market tokens + ``weight_proj(weights)`` (B, N+1, d)."""
+        return self._market_tokens(features[:, -1], context) + self.weight_proj(weights.unsqueeze(-1))
+
+    def market(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Market-only part: features (B, W, N, F) -> market tokens (B, N+1, d), context (B, d).
+
+        Depends on the features window only (not on weights or the mask), so it can be computed once
+        per day and shared by every portfolio on that day.
+        """
+        context = self._context(features)
+        return self._market_tokens(features[:, -1], context), context
+
+    def heads(self, market: torch.Tensor, context: torch.Tensor, weights: torch.Tensor,
+              mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Portfolio part: market tokens (B, N+1, d), context (B, d), weights (B, N+1), mask (B, N) ->
+        actor logits (B, N+1), state value (B,), mask1 (B, N+1)."""
+        tok = self.asset_norm(self.asset_encoder(market + self.weight_proj(weights.unsqueeze(-1))))
+        logits = self.actor_head(tok).squeeze(-1)
+        value = self.critic_head(torch.cat([context, tok.mean(dim=1)], dim=-1)).squeeze(-1)
+        return logits, value, full_mask(mask)
 
     def encode(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """obs (B, obs_dim) -> asset tokens (B, N+1, d), context (B, d), mask1 (B, N+1)."""
         features, weights, mask = self.layout.split(obs)
-        x = self.day_norm(self.day_encoder(self._day_tokens(features)))
-        context = x[:, -1]
-        tok = self.asset_norm(self.asset_encoder(self._asset_tokens(features, weights, context)))
+        market, context = self.market(features)
+        tok = self.asset_norm(self.asset_encoder(market + self.weight_proj(weights.unsqueeze(-1))))
         return tok, context, full_mask(mask)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """obs (B, obs_dim) -> actor logits (B, N+1), state value (B,), mask1 (B, N+1)."""
-        tok, context, mask1 = self.encode(obs)
-        logits = self.actor_head(tok).squeeze(-1)
-        value = self.critic_head(torch.cat([context, tok.mean(dim=1)], dim=-1)).squeeze(-1)
-        return logits, value, mask1
+        features, weights, mask = split_obs(obs, self.window, self.n_assets, self.n_features)
+        market, context = self.market(features)
+        return self.heads(market, context, weights, mask)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.forward(obs)[1]
@@ -200,6 +228,10 @@ def _run_with_attention(encoder: nn.TransformerEncoder, x: torch.Tensor) -> tupl
 class PolicyModule(nn.Module):
     """Deterministic policy: obs float32 (B, obs_dim) -> weights float32 (B, N+1) on the simplex.
 
+    ``forward(obs) == act(market(features), weights, mask)`` for ``features, weights, mask =
+    layout.split(obs)``: ``market`` depends on the features window only. ``torch.jit.script(module)``
+    compiles all three methods; ``torch.jit.trace_module(module, {"market": ..., "act": ...})`` traces
+    them separately, and each exports to ONNX through a wrapper whose ``forward`` calls it.
     Masked assets get exactly 0; cash is never masked. Export-friendly: trace it under
     ``torch.no_grad()`` (in eval mode PyTorch's fused Transformer fast path runs only without grad, so a
     trace taken with grad enabled fails ``torch.jit.trace``'s re-run check); ONNX opset 17 via the
@@ -209,8 +241,21 @@ class PolicyModule(nn.Module):
     def __init__(self, net: TransformerActorCritic) -> None:
         super().__init__()
         self.net = net
+        self.window, self.n_assets, self.n_features = net.window, net.n_assets, net.n_features
+
+    def market(self, features: torch.Tensor) -> torch.Tensor:
+        """Market-only latent: features (B, W, N, F) -> tokens (B, N+1, d) (asset and cash tokens +
+        ``asset_embed`` + the day encoder's context), independent of weights and mask."""
+        return self.net.market(features)[0]
+
+    def act(self, market: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """market (B, N+1, d), weights (B, N+1), mask (B, N) -> simplex weights (B, N+1)."""
+        net = self.net
+        tok = net.asset_norm(net.asset_encoder(market + net.weight_proj(weights.unsqueeze(-1))))
+        logits = net.actor_head(tok).squeeze(-1)
+        return masked_softmax(logits, full_mask(mask))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        tok, _, mask1 = self.net.encode(obs)
-        logits = self.net.actor_head(tok).squeeze(-1)
-        return masked_softmax(logits, mask1)
+        """obs (B, obs_dim) -> weights (B, N+1); equals ``act(market(features), weights, mask)``."""
+        features, weights, mask = split_obs(obs, self.window, self.n_assets, self.n_features)
+        return self.act(self.market(features), weights, mask)
