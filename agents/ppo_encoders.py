@@ -5,7 +5,10 @@ logistic-normal distribution and its log-probability) is shared, so an encoder a
 algorithm fixed. Every network maps obs float32 (B, obs_dim) to ``(logits (B, N+1), value (B,), mask1
 (B, N+1))`` and carries a learned state-independent ``log_std`` (N,); the distribution methods
 (``mean_latent``, ``log_prob_entropy``, ``sample_latent``, ``weights_from_latent``) are the very functions of
-``agents.transformer_encoder.TransformerActorCritic`` (see its module docstring for the math).
+``agents.transformer_encoder.TransformerActorCritic``, built on ``agents.distributions`` (see the
+Transformer's module docstring for the math). Every network also has ``forward_days(features (T, N, F),
+days (B,), weights, mask)``, the same output for observations given as day indices, with the market-only
+part computed once per distinct day.
 
 - ``"transformer"``: ``TransformerActorCritic`` (day-then-asset attention; the first paper's policy).
 - ``"lstm"``: ``LSTMActorCritic`` = the second paper's ``LSTMExtractor`` (FC + ``lstm_layers`` LSTM layers
@@ -104,6 +107,17 @@ class AssetLatentActorCritic(nn.Module):
         """obs (B, obs_dim) -> actor logits (B, N+1), state value (B,), mask1 (B, N+1)."""
         features, weights, mask = self.layout.split(obs)
         latent = self.encoder(features)
+        logits = self.actor(latent, weights)[..., 0]
+        value = self.critic(torch.cat([latent[:, :-1].flatten(1), weights], dim=-1)).squeeze(-1)
+        return logits, value, full_mask(mask)
+
+    def forward_days(self, features: torch.Tensor, days: torch.Tensor, weights: torch.Tensor,
+                     mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward`` for decision days (B,) of the feature array (T, N, F): the encoder runs once per
+        distinct day on its window (W days ending there), the heads per sample (see the Transformer's)."""
+        ends, inverse = torch.unique(days, return_inverse=True)
+        windows = features[ends[:, None] + torch.arange(1 - self.layout.window, 1, device=days.device)]
+        latent = self.encoder(windows)[inverse]
         logits = self.actor(latent, weights)[..., 0]
         value = self.critic(torch.cat([latent[:, :-1].flatten(1), weights], dim=-1)).squeeze(-1)
         return logits, value, full_mask(mask)
