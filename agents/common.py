@@ -12,6 +12,7 @@ weight vector on the simplex (N+1 entries, fractions of NAV, last = cash).
 
 from __future__ import annotations
 
+import argparse
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -169,6 +170,17 @@ def resolve_device(name: str | torch.device = "cpu") -> torch.device:
     if text.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device '{text}' was asked for but this machine has no CUDA GPU visible to torch")
     return torch.device(text)
+
+
+def device_argument(text: str) -> str:
+    """argparse ``type=`` of every ``--device auto|cpu|cuda`` flag: the resolved device name ("cpu", "cuda").
+
+    An unknown name or cuda without a GPU becomes argparse's usage error (one sentence, exit status 2).
+    """
+    try:
+        return str(resolve_device(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def seed_everything(seed: int) -> np.random.Generator:

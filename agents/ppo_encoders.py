@@ -154,12 +154,13 @@ def build_actor_critic(layout: ObsLayout, config: Any) -> nn.Module:
 
 
 def policy_module_of(net: nn.Module) -> nn.Module:
-    """A deep-copied deterministic policy obs (B, obs_dim) -> weights (B, N+1) of ``net``, in eval mode."""
+    """A deep-copied deterministic policy obs (B, obs_dim) -> weights (B, N+1) of ``net``, in eval mode, on
+    the CPU (what export, validation and serving use; move it for GPU inference)."""
     if isinstance(net, TransformerActorCritic):
-        return PolicyModule(copy.deepcopy(net)).eval()
+        return PolicyModule(copy.deepcopy(net)).eval().cpu()
     if isinstance(net, AssetLatentActorCritic):
         return LSTMPolicyModule(net.layout, copy.deepcopy(net.encoder), copy.deepcopy(net.actor),
-                                cash_reference=False).eval()
+                                cash_reference=False).eval().cpu()
     raise TypeError(f"no policy module for {type(net).__name__}")
 
 

@@ -89,6 +89,8 @@ def allocate_once_with_onnxruntime(export_dir: Path, store_dir: Path) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agents.common import device_argument
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/quickstart.yaml")
     parser.add_argument("--source", choices=["synthetic", "csv", "yfinance"], default=None)
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--total-timesteps", type=int, default=None)
     parser.add_argument("--out", default="outputs/demo", help="folder for the store, run, report and export")
+    parser.add_argument("--device", type=device_argument, default="auto", help="auto, cpu or cuda (default auto)")
     args = parser.parse_args(argv)
 
     out = (ROOT / args.out).resolve() if not Path(args.out).is_absolute() else Path(args.out)
@@ -114,11 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     timings["train"] = _run_stage(
         "2/5 train PPO-Transformer",
         ["training/train.py", "--config", args.config, "--algo", "ppo", *source, *data_dir,
-         "--seed", str(args.seed), *steps, "--out", str(run_dir)],
+         "--seed", str(args.seed), *steps, "--device", args.device, "--out", str(run_dir)],
     )
     timings["backtest"] = _run_stage(
         "3/5 out-of-sample backtest",
-        ["evaluation/backtester.py", "--run", str(run_dir), *source, *data_dir, "--out", str(report_dir)],
+        ["evaluation/backtester.py", "--run", str(run_dir), *source, *data_dir, "--device", args.device,
+         "--out", str(report_dir)],
     )
     timings["export"] = _run_stage(
         "4/5 export (TorchScript, ONNX, SavedModel, tf2onnx)",
