@@ -37,6 +37,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
+import inspect
 import json
 import os
 import shutil
@@ -154,7 +155,8 @@ def make_agent(cfg: ExperimentConfig, layout: Any, device: str = "cpu") -> Any:
 
     cls = agent_class(cfg.algo)
     try:
-        return cls(layout.obs_dim, layout.action_dim, layout=layout, device=device, **agent_kwargs(cfg, layout.n_features))
+        on_device = {"device": device} if "device" in inspect.signature(cls).parameters else {}  # RL agents
+        return cls(layout.obs_dim, layout.action_dim, layout=layout, **on_device, **agent_kwargs(cfg, layout.n_features))
     except (TypeError, ValueError) as err:
         if isinstance(err, DataError):
             raise
