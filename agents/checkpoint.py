@@ -51,17 +51,18 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         raise ValueError(f"'{path}' is not a readable weights-only torch file ({type(err).__name__})") from None
 
 
-def load_checkpoint(agent_class: type, path: str | os.PathLike, env: Any | None = None) -> Any:
+def load_checkpoint(agent_class: type, path: str | os.PathLike, env: Any | None = None, device: str = "cpu") -> Any:
     """Rebuild an ``agent_class`` agent from ``save_checkpoint`` output (weights-only load, no pickle).
 
-    ``env`` is needed only by replay buffers that store day indices (they rebuild windows from the env's
-    feature array); a missing key or a state that does not fit the agent raises ``ValueError``.
+    The state is read on the CPU and the agent built on ``device`` (``auto``, ``cpu``, ``cuda``), so a checkpoint
+    written on any device loads on any other. ``env`` is needed only by replay buffers that store day indices
+    (they rebuild windows from the env's feature array); a missing key or a state that does not fit the agent raises ``ValueError``.
     """
     state = safe_torch_load(path)
     if not isinstance(state, dict) or "obs_layout" not in state or "config" not in state:
         raise ValueError(f"'{path}' is not a training checkpoint (no obs_layout/config)")
     layout = ObsLayout.from_dict(state["obs_layout"])
-    agent = agent_class(layout.obs_dim, layout.action_dim, layout=layout, **state["config"])
+    agent = agent_class(layout.obs_dim, layout.action_dim, layout=layout, device=device, **state["config"])
     try:
         agent.load_checkpoint_state(state, env)
     except (KeyError, RuntimeError) as err:

@@ -12,6 +12,7 @@ weight vector on the simplex (N+1 entries, fractions of NAV, last = cash).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import random
 from dataclasses import dataclass
@@ -153,6 +154,36 @@ def alr_from_weights(weights: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """
     logw = torch.log(weights.clamp_min(eps))
     return logw[:, :-1] - logw[:, -1:]
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str | torch.device = "cpu") -> torch.device:
+    """The torch device for ``name``: "cpu", "cuda" (or "cuda:K"), or "auto" (cuda when a GPU is visible).
+
+    Raises ValueError in one sentence for an unknown name or for cuda without a visible GPU (the
+    command-line tools turn it into exit status 2).
+    """
+    text = str(name)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text != "cpu" and not text.startswith("cuda"):
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got '{text}'")
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device '{text}' was asked for but this machine has no CUDA GPU visible to torch")
+    return torch.device(text)
+
+
+def device_argument(text: str) -> str:
+    """argparse ``type=`` of every ``--device auto|cpu|cuda`` flag: the resolved device name ("cpu", "cuda").
+
+    An unknown name or cuda without a GPU becomes argparse's usage error (one sentence, exit status 2).
+    """
+    try:
+        return str(resolve_device(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def seed_everything(seed: int) -> np.random.Generator:

@@ -45,6 +45,7 @@ class DDPGConfig:
     hidden: int = 64
     lstm_layers: int = 3
     learning_starts: int = 1000
+    train_freq: int = 1
     gradient_steps: int = 1
     ou_theta: float = 0.15
     ou_sigma: float = 0.3
@@ -61,6 +62,9 @@ class DDPGConfig:
         for name in ("actor_lr", "critic_lr", "buffer_size", "batch_size", "hidden", "window", "log_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"DDPGConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if self.train_freq < 1 or (self.gradient_steps < 1 and self.gradient_steps != -1):
+            raise ValueError(f"DDPGConfig.train_freq must be >= 1 and gradient_steps >= 1 or -1, got "
+                             f"{self.train_freq} and {self.gradient_steps}")
         if not 0.0 < self.tau <= 1.0 or not 0.0 < self.gamma <= 1.0:
             raise ValueError("DDPGConfig.tau and gamma must be in (0, 1]")
         if self.ou_sigma < 0 or self.ou_theta < 0 or self.ou_dt <= 0:
@@ -127,8 +131,8 @@ class DDPGAgent(OffPolicyAgent):
         logits = self._logits(self.nets["actor"], latent, weights)
         if self.noise is None or self.noise.state.shape != tuple(logits.shape):
             self.noise = OUNoise(tuple(logits.shape), c.ou_theta, c.ou_sigma, c.ou_dt)
-        noisy = logits + torch.as_tensor(self.noise.sample(self.np_rng), dtype=logits.dtype)
-        return masked_softmax(noisy, mask1).numpy().astype(np.float32)
+        noisy = logits + torch.as_tensor(self.noise.sample(self.np_rng), dtype=logits.dtype).to(logits.device)
+        return masked_softmax(noisy, mask1).cpu().numpy().astype(np.float32)
 
     def _on_episode_end(self, rows: np.ndarray) -> None:
         if self.noise is not None and self.noise.state.shape[0] == rows.shape[0]:

@@ -84,7 +84,6 @@ class QHead(nn.Module):
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging ``target <- (1 - tau) * target + tau * source`` over parameters and buffers."""
+    """Polyak averaging ``target <- target + tau * (source - target)`` over the parameters (one fused call)."""
     with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters()):
-            t.mul_(1.0 - tau).add_(s, alpha=tau)
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)

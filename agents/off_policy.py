@@ -7,7 +7,10 @@ deployment path needs only the ``encoder.*`` and ``actor.*`` entries.
 
 Rollout (``train``): warm-up decisions (``learning_starts``) are uniform draws on the simplex of the
 tradable assets (Dirichlet(1)); afterwards the algorithm's exploration policy acts. Every batched env step
-adds M transitions and runs ``gradient_steps`` updates of ``batch_size``. Time-limit truncation is not a
+adds M transitions; every ``train_freq`` batched env steps, ``gradient_steps`` updates of ``batch_size`` run
+(stable-baselines3's meaning, with ``train_freq`` counted in steps of the batched env; ``gradient_steps=-1``
+runs as many updates as transitions were collected since the last round, train_freq * M). These two set
+the updates per sample, an algorithm setting. Time-limit truncation is not a
 terminal (the target bootstraps from ``final_obs``). With an env that exposes day indices (see
 ``agents.replay_buffer.index_source``) and ``index_buffer`` on, the buffer stores days and weights only.
 """
@@ -32,6 +35,7 @@ from agents.common import (
     full_mask,
     masked_softmax,
     resolve_config,
+    resolve_device,
     split_obs,
 )
 from agents.lstm_extractor import AssetScoreHead, LSTMExtractor
@@ -84,8 +88,9 @@ class OffPolicyAgent:
     cash_reference = False
 
     def __init__(self, state_dim: int, action_dim: int, layout: ObsLayout | None = None,
-                 config: Any = None, **overrides: Any) -> None:
+                 config: Any = None, device: str = "cpu", **overrides: Any) -> None:
         self.config = resolve_config(self.config_class, config, overrides)
+        self.device = resolve_device(device)
         c = self.config
         self.layout = layout or ObsLayout.infer(state_dim, action_dim, c.window)
         self.layout.check_obs_dim(state_dim)
@@ -98,6 +103,8 @@ class OffPolicyAgent:
         self.nets["encoder_target"] = copy.deepcopy(self.nets["encoder"])
         for p in self.nets["encoder_target"].parameters():
             p.requires_grad_(False)
+        self.nets.to(self.device)
+        self._to_device()
         self.optimizers: dict[str, torch.optim.Optimizer] = self._optimizers()
         self.gen = torch.Generator().manual_seed(c.seed)
         self.np_rng = np.random.default_rng(c.seed)
@@ -111,6 +118,10 @@ class OffPolicyAgent:
     # -- to be defined by the algorithm --------------------------------------------------------------
     def _build(self) -> None:
         raise NotImplementedError
+
+    def _to_device(self) -> None:
+        """Move state the algorithm keeps outside ``nets`` (SAC's temperature) to ``self.device``."""
+        return None
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
@@ -126,17 +137,17 @@ class OffPolicyAgent:
 
     # -- acting --------------------------------------------------------------------------------------
     def policy_module(self) -> nn.Module:
-        """A snapshot of the deterministic policy obs (B, obs_dim) -> weights (B, N+1), in eval mode."""
+        """A snapshot of the deterministic policy obs (B, obs_dim) -> weights (B, N+1), in eval mode, on the CPU."""
         return LSTMPolicyModule(self.layout, copy.deepcopy(self.nets["encoder"]),
-                                copy.deepcopy(self.nets["actor"]), self.cash_reference).eval()
+                                copy.deepcopy(self.nets["actor"]), self.cash_reference).eval().cpu()
 
     @torch.no_grad()
     def get_action(self, state: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Weights (N+1,) for one observation (obs_dim,), or (B, N+1) for (B, obs_dim); float32."""
-        obs = as_batch(state, self.layout.obs_dim)
+        obs = as_batch(state, self.layout.obs_dim).to(self.device)
         if deterministic:
             w = LSTMPolicyModule(self.layout, self.nets["encoder"], self.nets["actor"], self.cash_reference)(obs)
-            w = w.numpy().astype(np.float32)
+            w = w.cpu().numpy().astype(np.float32)
         else:
             w = self._explore(obs)
         return w[0] if np.ndim(state) == 1 else w
@@ -150,8 +161,8 @@ class OffPolicyAgent:
     def _make_buffer(self, venv: Any) -> ObsReplayBuffer:
         src = index_source(venv) if self.config.index_buffer else None
         if src is not None:
-            return IndexReplayBuffer(src[0], src[1], self.layout, self.config.buffer_size)
-        return ObsReplayBuffer(self.config.buffer_size, self.layout.obs_dim, self.layout.action_dim)
+            return IndexReplayBuffer(src[0], src[1], self.layout, self.config.buffer_size, device=self.device)
+        return ObsReplayBuffer(self.config.buffer_size, self.layout.obs_dim, self.layout.action_dim, device=self.device)
 
     def train(self, env: Any, total_timesteps: int,
               callback: Callable[[int, dict[str, float]], Any] | None = None) -> dict[str, float]:
@@ -180,7 +191,7 @@ class OffPolicyAgent:
                 actions = dirichlet_on_tradable(self.np_rng, mask)
             else:
                 with torch.no_grad():
-                    actions = self._explore(torch.as_tensor(obs))
+                    actions = self._explore(torch.as_tensor(obs).to(self.device))
             days = venv.days.copy() if indexed else None
             next_obs, rew, term, trunc, infos = venv.step(actions)
             next_obs = np.asarray(next_obs, np.float32)
@@ -203,8 +214,9 @@ class OffPolicyAgent:
                 self._on_episode_end(done)
             self._env_obs = next_obs
             self.global_step += m
-            if self.global_step >= c.learning_starts and len(self.buffer) >= c.batch_size:
-                for _ in range(c.gradient_steps):
+            round_due = (self.global_step // m) % c.train_freq == 0
+            if round_due and self.global_step >= c.learning_starts and len(self.buffer) >= c.batch_size:
+                for _ in range(c.gradient_steps if c.gradient_steps > 0 else c.train_freq * m):
                     metrics = self._update(self.buffer.sample(c.batch_size, self.np_rng))
                     self.n_updates += 1
             if self.global_step >= next_log or self.global_step >= total_timesteps:
@@ -253,9 +265,10 @@ class OffPolicyAgent:
         atomic_torch_save(self.checkpoint_state(), path)
 
     @classmethod
-    def load_checkpoint(cls, path: str, env: Any | None = None) -> OffPolicyAgent:
-        """Rebuild from ``save_checkpoint``; pass the env to restore an index buffer (it needs the features)."""
-        return load_checkpoint(cls, path, env)
+    def load_checkpoint(cls, path: str, env: Any | None = None, device: str = "cpu") -> OffPolicyAgent:
+        """Rebuild from ``save_checkpoint`` on ``device`` (written on any device); pass the env to restore an
+        index buffer (it needs the features)."""
+        return load_checkpoint(cls, path, env, device=device)
 
     def restart_episodes(self, obs: np.ndarray) -> None:
         """Continue ``train`` from fresh episodes whose first observations are ``obs`` (M, obs_dim)."""
@@ -284,7 +297,8 @@ class OffPolicyAgent:
                     raise ValueError("this checkpoint's replay buffer stores day indices: pass the env to load it")
                 agent.buffer = agent._make_buffer(as_batched_env(env))
             else:
-                agent.buffer = ObsReplayBuffer(agent.config.buffer_size, layout.obs_dim, layout.action_dim)
+                agent.buffer = ObsReplayBuffer(agent.config.buffer_size, layout.obs_dim, layout.action_dim,
+                                               device=agent.device)
             agent.buffer.size, agent.buffer.pos = int(buf.pop("size")), int(buf.pop("pos"))
             for k, v in buf.items():
                 setattr(agent.buffer, k, v.numpy().copy())

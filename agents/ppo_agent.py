@@ -24,6 +24,12 @@ bonus, ``n_epochs`` passes of shuffled minibatches, global-norm gradient clippin
 annealing to 0 at ``total_timesteps`` and early stop of the epochs when the approximate KL exceeds
 ``target_kl``. Truncated episodes bootstrap: ``r += gamma * V(final_obs)``.
 
+Storage and cost: ``agents.rollout_buffer.RolloutBuffer`` keeps, with a day-indexed env, the decision day,
+weights and mask of each sample (no windows) and yields named-tuple minibatches; the network then computes
+its market-only part once per distinct day of a minibatch (``per_day_market``; see
+``TransformerActorCritic.forward_days``) and only the portfolio part per sample. Same function, same
+objective, same minibatches as the straightforward per-window forward (``per_day_market=False``).
+
 Units: rewards are whatever the env returns (a daily log return for ``log_return``); actions are
 weights on the simplex (N+1, last = cash). Determinism: the network is initialised from ``seed``;
 sampling uses the agent's own ``torch.Generator`` and minibatch order its own numpy ``Generator``, both
@@ -33,7 +39,6 @@ saved by ``save_checkpoint`` so that a resumed run continues bit-identically on 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,9 +49,17 @@ import torch
 from torch import nn
 
 from agents.checkpoint import atomic_torch_save, load_checkpoint
-from agents.common import ObsLayout, alr_from_weights, as_batch, as_batched_env, resolve_config
+from agents.common import (
+    ObsLayout,
+    alr_from_weights,
+    as_batch,
+    as_batched_env,
+    resolve_config,
+    resolve_device,
+)
 from agents.ppo_encoders import ENCODERS, build_actor_critic, policy_module_of
-from agents.replay_buffer import IndexReplayBuffer, index_source
+from agents.replay_buffer import index_source
+from agents.rollout_buffer import RolloutBatch, RolloutBuffer, gae
 
 
 @dataclass(frozen=True)
@@ -59,8 +72,12 @@ class PPOConfig:
     ``normalize_reward``: divide rewards by the running std of the discounted return (``RewardScaler``);
     daily log returns (~0.01) otherwise leave the critic's initial errors dominating the advantages.
     ``index_rollout``: with an env that exposes day indices (``agents.replay_buffer.index_source``), the
-    rollout stores days + weights and rebuilds each minibatch's windows (n_steps*M*(N+2) numbers instead
-    of n_steps*M*obs_dim).
+    rollout stores days + weights + masks (``agents.rollout_buffer.RolloutBuffer``; n_steps*M*(2N+2)
+    numbers instead of n_steps*M*obs_dim) and the network reads the env's one feature array.
+    ``per_day_market``: compute the market-only part of the network once per distinct day of a minibatch
+    and gather it (``forward_days``), and the last day-encoder layer for the latest day only; False runs
+    the straightforward per-window forward on rebuilt observations (``forward_reference``; same function,
+    kept as the benchmarks' "before" and the tests' reference).
     ``encoder``: ``"transformer"`` (``d_model``, ``n_heads``, ``day_layers``, ``asset_layers``,
     ``dim_feedforward``, ``dropout``), ``"lstm"`` (hidden ``d_model``, ``lstm_layers``) or ``"mlp"`` (width
     ``d_model``, ``mlp_layers``); see ``agents.ppo_encoders``. Configs without the key are Transformer runs.
@@ -82,6 +99,7 @@ class PPOConfig:
     norm_adv: bool = True
     normalize_reward: bool = True
     index_rollout: bool = True
+    per_day_market: bool = True
     window: int = 1
     n_features: int = 0
     d_model: int = 64
@@ -140,38 +158,15 @@ class RewardScaler:
         self.ret = None if state["ret"] is None else state["ret"].numpy().copy()
 
 
-def _rebuild_obs(builder: IndexReplayBuffer, days: np.ndarray, weights: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-    """Observations (len(rows), obs_dim) of rollout rows stored as day indices + weights."""
-    return torch.as_tensor(builder.observations(days[rows], weights[rows]))
-
-
-def gae(rewards: np.ndarray, values: np.ndarray, dones: np.ndarray, last_value: np.ndarray,
-        gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """Generalised advantage estimation over a rollout.
-
-    rewards, values, dones: (T, M) with ``dones[t]`` = the episode ended at step t (no bootstrap past it);
-    last_value (M,) = V(obs after step T-1). Returns advantages and returns (= advantages + values), (T, M).
-    """
-    t_len = rewards.shape[0]
-    adv = np.zeros_like(rewards, dtype=np.float64)
-    last = np.zeros(rewards.shape[1])
-    for t in reversed(range(t_len)):
-        next_v = last_value if t == t_len - 1 else values[t + 1]
-        nonterminal = 1.0 - dones[t]
-        delta = rewards[t] + gamma * next_v * nonterminal - values[t]
-        last = delta + gamma * lam * nonterminal * last
-        adv[t] = last
-    return adv, adv + values
-
-
 class PPOAgent:
     """PPO over portfolio weights with the actor-critic ``config.encoder`` names (see the module docstring)."""
 
     algo = "ppo"
 
     def __init__(self, state_dim: int, action_dim: int, layout: ObsLayout | None = None,
-                 config: PPOConfig | None = None, **overrides: Any) -> None:
+                 config: PPOConfig | None = None, device: str = "cpu", **overrides: Any) -> None:
         self.config = resolve_config(PPOConfig, config, overrides)
+        self.device = resolve_device(device)
         c = self.config
         self.layout = layout or ObsLayout.infer(state_dim, action_dim, c.window)
         self.layout.check_obs_dim(state_dim)
@@ -179,7 +174,7 @@ class PPOAgent:
             raise ValueError(f"action_dim {action_dim} does not match the layout's N+1 = {self.layout.action_dim}")
         with torch.random.fork_rng():
             torch.manual_seed(c.seed)
-            self.net = build_actor_critic(self.layout, c)
+            self.net = build_actor_critic(self.layout, c).to(self.device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=c.learning_rate, eps=1e-5)
         self.gen = torch.Generator().manual_seed(c.seed)
         self.np_rng = np.random.default_rng(c.seed)
@@ -188,7 +183,7 @@ class PPOAgent:
         self._env_obs: np.ndarray | None = None  # train(): the env's current observations (M, obs_dim)
         self._ep_return: np.ndarray | None = None
         self._recent_returns: list[float] = []
-        self._pending: list[tuple] = []  # learn(): transitions of the quick-start loop
+        self._pending: RolloutBuffer | None = None  # learn(): transitions of the quick-start loop
 
     # -- acting ------------------------------------------------------------------------------------
     def policy_module(self) -> nn.Module:
@@ -198,48 +193,58 @@ class PPOAgent:
     @torch.no_grad()
     def get_action(self, state: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Weights (N+1,) for one observation (obs_dim,), or (B, N+1) for (B, obs_dim); float32."""
-        obs = as_batch(state, self.layout.obs_dim)
-        logits, _, mask1 = self.net(obs)
+        obs = as_batch(state, self.layout.obs_dim).to(self.device)
+        logits, _, mask1 = self._forward(obs)
         if deterministic:
             z = self.net.mean_latent(logits)
         else:
             z = self.net.sample_latent(logits, self.gen)
-        w = self.net.weights_from_latent(z, mask1).numpy().astype(np.float32)
+        w = self.net.weights_from_latent(z, mask1).cpu().numpy().astype(np.float32)
         return w[0] if np.ndim(state) == 1 else w
 
+    # -- the network on observations or on day indices ----------------------------------------------
+    def _forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """obs (B, obs_dim) -> logits (B, N+1), values (B,), mask1 (B, N+1) (reference path if configured)."""
+        if not self.config.per_day_market and hasattr(self.net, "forward_reference"):
+            return self.net.forward_reference(obs)
+        return self.net(obs)
+
+    def _evaluate(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The network on a minibatch: logits (B, N+1), values (B,), mask1 (B, N+1)."""
+        if batch.observations is not None:
+            return self._forward(batch.observations)
+        if self.config.per_day_market and hasattr(self.net, "forward_days"):
+            return self.net.forward_days(self._features, batch.days, batch.weights, batch.masks)
+        # the straightforward path: rebuild every window of the minibatch, then the per-window forward
+        days = batch.days[:, None] + torch.arange(1 - self.layout.window, 1, device=batch.days.device)
+        windows = self._features[days].reshape(days.shape[0], -1)
+        return self._forward(torch.cat([windows, batch.weights, batch.masks], dim=1))
+
     # -- the update ----------------------------------------------------------------------------------
-    def _update(self, obs: torch.Tensor | Callable[[np.ndarray], torch.Tensor], z: torch.Tensor,
-                logp: torch.Tensor, adv: np.ndarray, ret: np.ndarray, values: np.ndarray) -> dict[str, float]:
-        """PPO epochs over a rollout of n samples; ``obs`` (n, obs_dim) or a function rows -> observations."""
+    def _update(self, rollout: RolloutBuffer) -> dict[str, float]:
+        """PPO epochs over a full rollout buffer (advantages and returns computed)."""
         c = self.config
-        b_adv = torch.as_tensor(adv.reshape(-1), dtype=torch.float32)
-        b_ret = torch.as_tensor(ret.reshape(-1), dtype=torch.float32)
-        b_val = torch.as_tensor(values.reshape(-1), dtype=torch.float32)
-        n = z.shape[0]
-        obs_of = obs if callable(obs) else (lambda rows: obs[torch.as_tensor(rows)])
-        mb = min(c.batch_size, n)
+        mb = min(c.batch_size, rollout.n_steps * rollout.n_envs)
         stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")}
         self.net.train()
         for _epoch in range(c.n_epochs):
-            order = self.np_rng.permutation(n)
-            for start in range(0, n, mb):
-                idx = torch.as_tensor(order[start : start + mb])
-                logits, new_v, mask1 = self.net(obs_of(order[start : start + mb]))
-                new_logp, ent = self.net.log_prob_entropy(logits, mask1, z[idx])
-                log_ratio = new_logp - logp[idx]
+            for batch in rollout.get(mb, self.np_rng):
+                logits, new_v, mask1 = self._evaluate(batch)
+                new_logp, ent = self.net.log_prob_entropy(logits, mask1, batch.latents)
+                log_ratio = new_logp - batch.old_log_prob
                 ratio = log_ratio.exp()
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - log_ratio).mean()
                     clipfrac = ((ratio - 1.0).abs() > c.clip_range).float().mean()
-                a = b_adv[idx]
-                if c.norm_adv and len(idx) > 1:
+                a = batch.advantages
+                if c.norm_adv and len(a) > 1:
                     a = (a - a.mean()) / (a.std() + 1e-8)
                 pg_loss = torch.max(-a * ratio, -a * ratio.clamp(1 - c.clip_range, 1 + c.clip_range)).mean()
                 if c.clip_range_vf > 0:
-                    v_clip = b_val[idx] + (new_v - b_val[idx]).clamp(-c.clip_range_vf, c.clip_range_vf)
-                    v_loss = 0.5 * torch.max((new_v - b_ret[idx]) ** 2, (v_clip - b_ret[idx]) ** 2).mean()
+                    v_clip = batch.old_values + (new_v - batch.old_values).clamp(-c.clip_range_vf, c.clip_range_vf)
+                    v_loss = 0.5 * torch.max((new_v - batch.returns) ** 2, (v_clip - batch.returns) ** 2).mean()
                 else:
-                    v_loss = 0.5 * ((new_v - b_ret[idx]) ** 2).mean()
+                    v_loss = 0.5 * ((new_v - batch.returns) ** 2).mean()
                 entropy = ent.mean()
                 loss = pg_loss - c.ent_coef * entropy + c.vf_coef * v_loss
                 self.optimizer.zero_grad()
@@ -250,9 +255,8 @@ class PPOAgent:
                     stats[key].append(float(val.detach()))
             if c.target_kl > 0 and stats["approx_kl"][-1] > c.target_kl:
                 break
-        var_y = float(np.var(ret))
         out = {k: float(np.mean(v)) for k, v in stats.items()}
-        out["explained_variance"] = float("nan") if var_y == 0 else 1.0 - float(np.var(ret - values)) / var_y
+        out["explained_variance"] = rollout.explained_variance()
         out["epochs"] = _epoch + 1
         out["learning_rate"] = float(self.optimizer.param_groups[0]["lr"])
         return out
@@ -276,63 +280,55 @@ class PPOAgent:
         episodes) and ``samples_per_s``. Returns the last metrics.
         """
         c, venv = self.config, as_batched_env(env)
-        m = venv.num_envs
+        m, dev = venv.num_envs, self.device
         src = index_source(venv) if c.index_rollout else None
-        builder = None if src is None else IndexReplayBuffer(src[0], src[1], self.layout, capacity=1)
+        self._features = None if src is None else torch.as_tensor(src[0], dtype=torch.float32).to(dev)
+        fast_days = src is not None and c.per_day_market and hasattr(self.net, "day_rows")
         if self._env_obs is None or self._env_obs.shape[0] != m:
             self._env_obs, _ = venv.reset(seed=c.seed)
             self._env_obs = np.asarray(self._env_obs, np.float32)
             self._ep_return = np.zeros(m)
         if self._ep_return is None or self._ep_return.shape != (m,):
             self._ep_return = np.zeros(m)
+        rollout = RolloutBuffer(c.n_steps, m, self.layout, indexed=src is not None, device=dev)
         metrics: dict[str, float] = {}
         while self.global_step < total_timesteps:
             t0 = time.perf_counter()
             self._anneal(total_timesteps)
-            if builder is None:
-                buf_obs = torch.zeros((c.n_steps, m, self.layout.obs_dim))
-            else:  # day indices + weights; windows are rebuilt per minibatch
-                buf_days = np.zeros((c.n_steps, m), np.int64)
-                buf_w = np.zeros((c.n_steps, m, self.layout.action_dim), np.float32)
-            buf_z = torch.zeros((c.n_steps, m, self.layout.n_assets))
-            buf_logp = torch.zeros((c.n_steps, m))
-            rewards, values, dones = (np.zeros((c.n_steps, m)) for _ in range(3))
+            rollout.reset()
             self.net.eval()
-            for step in range(c.n_steps):
-                obs_t = torch.as_tensor(self._env_obs)
+            with torch.no_grad():  # the parameters are fixed during a rollout: project every day once
+                day_rows = self.net.day_rows(self._features) if fast_days else None
+            for _step in range(c.n_steps):
+                days = venv.days if src is not None else None
                 with torch.no_grad():
-                    logits, v, mask1 = self.net(obs_t)
+                    if fast_days:
+                        _, weights, mask = self.layout.split_numpy(self._env_obs)
+                        logits, v, mask1 = self.net.forward_days(
+                            self._features, torch.as_tensor(days).to(dev), torch.as_tensor(weights).to(dev),
+                            torch.as_tensor(mask).to(dev), day_rows=day_rows)
+                    else:
+                        logits, v, mask1 = self._forward(torch.as_tensor(self._env_obs).to(dev))
                     z = self.net.sample_latent(logits, self.gen)
                     logp, _ = self.net.log_prob_entropy(logits, mask1, z)
                     w = self.net.weights_from_latent(z, mask1)
-                if builder is None:
-                    buf_obs[step] = obs_t
-                else:
-                    buf_days[step], buf_w[step] = venv.days, self.layout.split_numpy(self._env_obs)[1]
-                next_obs, rew, term, trunc, infos = venv.step(w.numpy())
+                next_obs, rew, term, trunc, infos = venv.step(w.cpu().numpy())
                 rew = np.asarray(rew, np.float64).copy()
                 self._ep_return += rew
                 done = np.logical_or(term, trunc)
                 if c.normalize_reward:
                     rew = self.reward_scaler(rew, done)
                 rew += self._bootstrap_truncated(np.asarray(trunc) & ~np.asarray(term), infos)
-                buf_z[step], buf_logp[step] = z, logp
-                rewards[step], values[step], dones[step] = rew, v.numpy(), done
+                rollout.add(self._env_obs, days, z.cpu().numpy(), logp.cpu().numpy(), v.cpu().numpy(), rew, done)
                 for i in np.flatnonzero(done):
                     self._recent_returns = (self._recent_returns + [float(self._ep_return[i])])[-100:]
                     self._ep_return[i] = 0.0
                 self._env_obs = np.asarray(next_obs, np.float32)
                 self.global_step += m
             with torch.no_grad():
-                last_v = self.net.value(torch.as_tensor(self._env_obs)).numpy()
-            adv, ret = gae(rewards, values, dones, last_v, c.gamma, c.gae_lambda)
-            if builder is None:
-                obs_src: Any = buf_obs.reshape(-1, self.layout.obs_dim)
-            else:
-                flat_days, flat_w = buf_days.reshape(-1), buf_w.reshape(-1, self.layout.action_dim)
-                obs_src = functools.partial(_rebuild_obs, builder, flat_days, flat_w)
-            metrics = self._update(obs_src, buf_z.reshape(-1, self.layout.n_assets), buf_logp.reshape(-1),
-                                   adv, ret, values)
+                last_v = self._forward(torch.as_tensor(self._env_obs).to(dev))[1].cpu().numpy()
+            rollout.compute_returns_and_advantage(last_v, c.gamma, c.gae_lambda)
+            metrics = self._update(rollout)
             metrics["episode_return"] = float(np.mean(self._recent_returns)) if self._recent_returns else float("nan")
             metrics["samples_per_s"] = c.n_steps * m / (time.perf_counter() - t0)
             if callback is not None and callback(self.global_step, metrics) is False:
@@ -347,7 +343,7 @@ class PPOAgent:
             idx = np.flatnonzero(have)
             final = np.stack([np.asarray(infos["final_obs"][i], np.float32) for i in idx])
             with torch.no_grad():
-                extra[idx] = self.config.gamma * self.net.value(torch.as_tensor(final)).numpy()
+                extra[idx] = self.config.gamma * self._forward(torch.as_tensor(final).to(self.device))[1].cpu().numpy()
         return extra
 
     # -- the quick-start loop ------------------------------------------------------------------------
@@ -358,32 +354,35 @@ class PPOAgent:
         ``action`` are the weights the env received (N+1); they are mapped back to the latent exactly.
         ``total_timesteps`` > 0 anneals the learning rate towards that horizon.
         """
-        obs = as_batch(state, self.layout.obs_dim)
-        act = torch.as_tensor(np.asarray(action, np.float32).reshape(1, -1))
+        c, dev = self.config, self.device
+        obs = as_batch(state, self.layout.obs_dim).to(dev)
+        act = torch.as_tensor(np.asarray(action, np.float32).reshape(1, -1)).to(dev)
+        self.net.eval()
         with torch.no_grad():
-            logits, v, mask1 = self.net(obs)
+            logits, v, mask1 = self._forward(obs)
             z = alr_from_weights(act / act.sum(-1, keepdim=True).clamp_min(1e-12))
             z = torch.where(mask1[:, :-1] > 0.5, z, self.net.mean_latent(logits))
             logp, _ = self.net.log_prob_entropy(logits, mask1, z)
             r = float(reward)
-            if self.config.normalize_reward:
+            if c.normalize_reward:
                 r = float(self.reward_scaler(np.array([r]), np.array([terminated or truncated]))[0])
             if truncated and not terminated:
-                r += self.config.gamma * float(self.net.value(as_batch(next_state, self.layout.obs_dim))[0])
-        self._pending.append((obs[0], z[0], float(logp[0]), r, float(v[0]), float(terminated or truncated)))
+                r += c.gamma * float(self._forward(as_batch(next_state, self.layout.obs_dim).to(dev))[1][0])
+        if self._pending is None:
+            self._pending = RolloutBuffer(c.n_steps, 1, self.layout, indexed=False, device=dev)
+        self._pending.add(obs.cpu().numpy(), None, z.cpu().numpy(), logp.cpu().numpy(), v.cpu().numpy(),
+                          np.array([r]), np.array([float(terminated or truncated)]))
         self.global_step += 1
-        if len(self._pending) < self.config.n_steps:
+        if not self._pending.full:
             return None
         if total_timesteps > 0:
             self._anneal(total_timesteps)
-        obs_b, z_b, logp_b, rew, val, done = zip(*self._pending)
-        self._pending = []
         with torch.no_grad():
-            last_v = self.net.value(as_batch(next_state, self.layout.obs_dim)).numpy()
-        values = np.array(val)[:, None]
-        adv, ret = gae(np.array(rew)[:, None], values, np.array(done)[:, None], last_v,
-                       self.config.gamma, self.config.gae_lambda)
-        return self._update(torch.stack(obs_b), torch.stack(z_b), torch.tensor(logp_b), adv, ret, values)
+            last_v = self._forward(as_batch(next_state, self.layout.obs_dim).to(dev))[1].cpu().numpy()
+        self._pending.compute_returns_and_advantage(last_v, c.gamma, c.gae_lambda)
+        out = self._update(self._pending)
+        self._pending.reset()
+        return out
 
     # -- persistence (agents.io) ---------------------------------------------------------------------
     def model_state(self) -> dict[str, torch.Tensor]:
@@ -415,7 +414,7 @@ class PPOAgent:
         if state["obs_layout"] != self.layout.to_dict():
             raise ValueError("the checkpoint was made for a different observation layout")
         self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # Adam's moments follow the parameters' device
         self.gen.set_state(state["torch_generator"])
         self.np_rng.bit_generator.state = state["numpy_rng"]
         self.global_step = int(state["global_step"])
@@ -429,9 +428,10 @@ class PPOAgent:
         atomic_torch_save(self.checkpoint_state(), path)
 
     @classmethod
-    def load_checkpoint(cls, path: str, env: Any | None = None) -> PPOAgent:
-        """Rebuild an agent from ``save_checkpoint`` output (``agents.checkpoint.load_checkpoint``)."""
-        return load_checkpoint(cls, path, env)
+    def load_checkpoint(cls, path: str, env: Any | None = None, device: str = "cpu") -> PPOAgent:
+        """Rebuild an agent from ``save_checkpoint`` output on ``device`` (``agents.checkpoint.load_checkpoint``;
+        loaded to the CPU first, so a checkpoint written on any device loads on any other)."""
+        return load_checkpoint(cls, path, env, device=device)
 
     def restart_episodes(self, obs: np.ndarray) -> None:
         """Continue ``train`` from fresh episodes whose first observations are ``obs`` (M, obs_dim)."""
@@ -439,4 +439,4 @@ class PPOAgent:
         self._ep_return = np.zeros(self._env_obs.shape[0])
 
 
-__all__ = ["PPOAgent", "PPOConfig", "gae", "as_batched_env"]
+__all__ = ["PPOAgent", "PPOConfig", "RewardScaler", "gae", "as_batched_env"]

@@ -5,7 +5,10 @@ logistic-normal distribution and its log-probability) is shared, so an encoder a
 algorithm fixed. Every network maps obs float32 (B, obs_dim) to ``(logits (B, N+1), value (B,), mask1
 (B, N+1))`` and carries a learned state-independent ``log_std`` (N,); the distribution methods
 (``mean_latent``, ``log_prob_entropy``, ``sample_latent``, ``weights_from_latent``) are the very functions of
-``agents.transformer_encoder.TransformerActorCritic`` (see its module docstring for the math).
+``agents.transformer_encoder.TransformerActorCritic``, built on ``agents.distributions`` (see the
+Transformer's module docstring for the math). Every network also has ``forward_days(features (T, N, F),
+days (B,), weights, mask)``, the same output for observations given as day indices, with the market-only
+part computed once per distinct day.
 
 - ``"transformer"``: ``TransformerActorCritic`` (day-then-asset attention; the first paper's policy).
 - ``"lstm"``: ``LSTMActorCritic`` = the second paper's ``LSTMExtractor`` (FC + ``lstm_layers`` LSTM layers
@@ -108,6 +111,17 @@ class AssetLatentActorCritic(nn.Module):
         value = self.critic(torch.cat([latent[:, :-1].flatten(1), weights], dim=-1)).squeeze(-1)
         return logits, value, full_mask(mask)
 
+    def forward_days(self, features: torch.Tensor, days: torch.Tensor, weights: torch.Tensor,
+                     mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward`` for decision days (B,) of the feature array (T, N, F): the encoder runs once per
+        distinct day on its window (W days ending there), the heads per sample (see the Transformer's)."""
+        ends, inverse = torch.unique(days, return_inverse=True)
+        windows = features[ends[:, None] + torch.arange(1 - self.layout.window, 1, device=days.device)]
+        latent = self.encoder(windows)[inverse]
+        logits = self.actor(latent, weights)[..., 0]
+        value = self.critic(torch.cat([latent[:, :-1].flatten(1), weights], dim=-1)).squeeze(-1)
+        return logits, value, full_mask(mask)
+
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.forward(obs)[1]
 
@@ -140,12 +154,13 @@ def build_actor_critic(layout: ObsLayout, config: Any) -> nn.Module:
 
 
 def policy_module_of(net: nn.Module) -> nn.Module:
-    """A deep-copied deterministic policy obs (B, obs_dim) -> weights (B, N+1) of ``net``, in eval mode."""
+    """A deep-copied deterministic policy obs (B, obs_dim) -> weights (B, N+1) of ``net``, in eval mode, on
+    the CPU (what export, validation and serving use; move it for GPU inference)."""
     if isinstance(net, TransformerActorCritic):
-        return PolicyModule(copy.deepcopy(net)).eval()
+        return PolicyModule(copy.deepcopy(net)).eval().cpu()
     if isinstance(net, AssetLatentActorCritic):
         return LSTMPolicyModule(net.layout, copy.deepcopy(net.encoder), copy.deepcopy(net.actor),
-                                cash_reference=False).eval()
+                                cash_reference=False).eval().cpu()
     raise TypeError(f"no policy module for {type(net).__name__}")
 
 

@@ -63,9 +63,11 @@ class Algorithm:
         values = {"window": window, "n_features": n_features, "seed": seed}
         return dataclasses.replace(config, **{k: v for k, v in values.items() if k in names})
 
-    def build(self, layout: ObsLayout, config: Any) -> Any:
-        """A fresh agent for ``layout`` with hyper-parameters ``config`` (an instance of ``config_class``)."""
-        return self.agent_class(layout.obs_dim, layout.action_dim, layout=layout, config=config)
+    def build(self, layout: ObsLayout, config: Any, device: str = "cpu") -> Any:
+        """A fresh agent for ``layout`` with hyper-parameters ``config`` (an instance of ``config_class``) on
+        the torch ``device`` (the allocation policies; the forecaster trains on the CPU)."""
+        on_device = {"device": device} if self.policy else {}
+        return self.agent_class(layout.obs_dim, layout.action_dim, layout=layout, config=config, **on_device)
 
 
 REGISTRY: dict[str, Algorithm] = {

@@ -4,7 +4,9 @@ A stored 60 x 21 x 50 window is 250 kB, so a million-transition buffer of window
 GB. ``IndexReplayBuffer`` keeps, per transition, the decision day and the portfolio state (weights,
 action, reward, next day, next weights, done: about 2(N+1)+(N+1) floats) and rebuilds both windows from
 the one feature array at sampling time; ``ObsReplayBuffer`` stores whole observations for small, generic
-envs. Both are circular, add (M,) transitions at a time and sample with the caller's numpy Generator.
+envs. Both are circular, add (M,) transitions at a time and sample with the caller's numpy Generator; the
+sampled batch is built on ``device`` (the index buffer gathers its windows there from a device copy of the
+feature array).
 
 Day convention (as in the env): the observation of decision day t holds ``features[t-window+1 : t+1]``
 (oldest first), the weights held going into day t's decision, and the tradable mask ``tradable[t]``.
@@ -34,8 +36,9 @@ class ReplayBatch(NamedTuple):
 class ObsReplayBuffer:
     """Circular buffer of whole observations, float32 (capacity, obs_dim)."""
 
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int) -> None:
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int, device: torch.device | str = "cpu") -> None:
         self.capacity, self.size, self.pos = int(capacity), 0, 0
+        self.device = torch.device(device)
         self.obs = np.zeros((self.capacity, obs_dim), np.float32)
         self.next_obs = np.zeros((self.capacity, obs_dim), np.float32)
         self.actions = np.zeros((self.capacity, action_dim), np.float32)
@@ -60,7 +63,7 @@ class ObsReplayBuffer:
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> ReplayBatch:
         idx = rng.integers(0, self.size, size=batch_size)
-        return ReplayBatch(*(torch.as_tensor(a[idx]) for a in
+        return ReplayBatch(*(torch.as_tensor(a[idx]).to(self.device) for a in
                              (self.obs, self.actions, self.rewards, self.next_obs, self.dones)))
 
     def __len__(self) -> int:
@@ -75,9 +78,11 @@ class IndexReplayBuffer(ObsReplayBuffer):
         tradable: (T, N) the tradable mask per day (1 = tradable), used for the mask part of the obs.
         layout: the observation layout (``window`` must match the env's).
         capacity: transitions kept.
+        device: where sampled batches (and the feature array's copy they are gathered from) live.
     """
 
-    def __init__(self, features: np.ndarray, tradable: np.ndarray, layout: ObsLayout, capacity: int) -> None:
+    def __init__(self, features: np.ndarray, tradable: np.ndarray, layout: ObsLayout, capacity: int,
+                 device: torch.device | str = "cpu") -> None:
         if features.shape[1:] != (layout.n_assets, layout.n_features):
             raise ValueError(f"features of shape {features.shape} do not match the layout {layout.to_dict()}")
         self.layout = layout
@@ -86,6 +91,10 @@ class IndexReplayBuffer(ObsReplayBuffer):
         # windows[d] = features[d : d + window] as (window, N, F); a view, no copy
         self.windows = np.moveaxis(sliding_window_view(self.features, layout.window, axis=0), -1, 1)
         self.tradable = np.asarray(tradable, np.float32)
+        self.device = torch.device(device)
+        self._features_t = torch.as_tensor(self.features).to(self.device)
+        self._tradable_t = torch.as_tensor(self.tradable).to(self.device)
+        self._offsets = torch.arange(1 - layout.window, 1, device=self.device)
         a = layout.action_dim
         self.days = np.zeros(self.capacity, np.int64)
         self.next_days = np.zeros(self.capacity, np.int64)
@@ -113,13 +122,20 @@ class IndexReplayBuffer(ObsReplayBuffer):
     def add(self, obs, actions, rewards, next_obs, dones):  # noqa: D401 - documented refusal
         raise TypeError("IndexReplayBuffer stores day indices: use add_days")
 
+    def observations_t(self, days: np.ndarray, weights: np.ndarray) -> torch.Tensor:
+        """``observations`` as a float32 tensor (B, obs_dim) gathered on ``device``."""
+        d = torch.as_tensor(days).to(self.device)
+        win = self._features_t[d[:, None] + self._offsets]  # [B,W,N,F]
+        w = torch.as_tensor(weights).to(self.device)
+        return torch.cat([win.reshape(d.shape[0], -1), w, self._tradable_t[d]], dim=1)
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> ReplayBatch:
         idx = rng.integers(0, self.size, size=batch_size)
-        obs = self.observations(self.days[idx], self.weights[idx])
-        nxt = self.observations(self.next_days[idx], self.next_weights[idx])
-        return ReplayBatch(torch.as_tensor(obs), torch.as_tensor(self.actions[idx]),
-                           torch.as_tensor(self.rewards[idx]), torch.as_tensor(nxt),
-                           torch.as_tensor(self.dones[idx]))
+        obs = self.observations_t(self.days[idx], self.weights[idx])
+        nxt = self.observations_t(self.next_days[idx], self.next_weights[idx])
+        dev = self.device
+        return ReplayBatch(obs, torch.as_tensor(self.actions[idx]).to(dev), torch.as_tensor(self.rewards[idx]).to(dev),
+                           nxt, torch.as_tensor(self.dones[idx]).to(dev))
 
     @property
     def nbytes(self) -> int:

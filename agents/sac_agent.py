@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from agents.common import masked_softmax
+from agents import distributions as D
 from agents.lstm_extractor import AssetScoreHead, QHead, soft_update
 from agents.off_policy import OffPolicyAgent
 from agents.replay_buffer import ReplayBatch
@@ -41,8 +41,9 @@ from agents.replay_buffer import ReplayBatch
 class SACConfig:
     """SAC hyper-parameters (the second paper's table: gamma 0.99, batch 64, 64 hidden units).
 
-    ``learning_starts`` decisions of uniform random weights fill the buffer first; ``gradient_steps``
-    updates run per batched env step. ``target_entropy`` None = -N. ``reward_scale`` multiplies rewards
+    ``learning_starts`` decisions of uniform random weights fill the buffer first; then every
+    ``train_freq`` batched env steps (M decisions each) ``gradient_steps`` updates run (-1: train_freq * M
+    updates), stable-baselines3's meaning with the batched env's step as the unit. ``target_entropy`` None = -N. ``reward_scale`` multiplies rewards
     (daily log returns are ~0.01; SAC's entropy trade-off depends on the reward scale).
     ``index_buffer``: store day indices when the env exposes them.
     """
@@ -57,6 +58,7 @@ class SACConfig:
     hidden: int = 64
     lstm_layers: int = 3
     learning_starts: int = 1000
+    train_freq: int = 1
     gradient_steps: int = 1
     init_alpha: float = 0.1
     target_entropy: float | None = None
@@ -75,6 +77,9 @@ class SACConfig:
                      "init_alpha", "log_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"SACConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if self.train_freq < 1 or (self.gradient_steps < 1 and self.gradient_steps != -1):
+            raise ValueError(f"SACConfig.train_freq must be >= 1 and gradient_steps >= 1 or -1, got "
+                             f"{self.train_freq} and {self.gradient_steps}")
         if not 0.0 < self.tau <= 1.0 or not 0.0 < self.gamma <= 1.0:
             raise ValueError("SACConfig.tau and gamma must be in (0, 1]")
 
@@ -96,6 +101,9 @@ class SACAgent(OffPolicyAgent):
                 p.requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(c.init_alpha), requires_grad=True)
         self.target_entropy = float(-self.layout.n_assets if c.target_entropy is None else c.target_entropy)
+
+    def _to_device(self) -> None:
+        self.log_alpha = self.log_alpha.detach().to(self.device).requires_grad_(True)
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
@@ -133,17 +141,14 @@ class SACAgent(OffPolicyAgent):
         out = self.nets["actor"](latent, weights)[:, :-1]
         mu = out[..., 0]
         log_std = out[..., 1].clamp(self.config.log_std_min, self.config.log_std_max)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+        eps = D.sample_noise(mu.shape, mu, generator)
         z = mu + log_std.exp() * eps
-        m = mask1[:, :-1]
-        logp = ((-0.5 * eps**2 - log_std - 0.5 * math.log(2 * math.pi)) * m).sum(-1)
-        w = masked_softmax(torch.cat([z, torch.zeros_like(z[:, :1])], dim=1), mask1)
-        return w, logp
+        return D.weights_from_latent(z, mask1), D.noise_log_prob(eps, log_std, mask1[:, :-1])
 
     def _explore(self, obs: torch.Tensor) -> np.ndarray:
         latent, weights, mask1 = self._split(obs)
         w, _ = self._sample(latent, weights, mask1, self.gen)
-        return w.numpy().astype(np.float32)
+        return w.cpu().numpy().astype(np.float32)
 
     @property
     def alpha(self) -> float:

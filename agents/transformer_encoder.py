@@ -47,7 +47,9 @@ import math
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from agents import distributions as D
 from agents.common import ObsLayout, full_mask, masked_softmax, split_obs
 
 
@@ -93,6 +95,7 @@ class TransformerActorCritic(nn.Module):
         self.layout = layout
         n, f, w = layout.n_assets, layout.n_features, layout.window
         self.window, self.n_assets, self.n_features = w, n, f  # ints for TorchScript (``split_obs``)
+        self.d_model = d_model
         self.day_proj = nn.Linear(n * f, d_model)
         self.register_buffer("pos", sinusoidal_positions(w, d_model))
         self.day_encoder = nn.TransformerEncoder(
@@ -121,9 +124,30 @@ class TransformerActorCritic(nn.Module):
         x = self.day_proj(features.reshape(b, features.shape[1], -1))
         return x + self.pos
 
+    def _context_full(self, features: torch.Tensor) -> torch.Tensor:
+        """Step 3 as written: every token through every day layer; context (B, d) = the latest day's."""
+        return self.day_norm(self.day_encoder(self._day_tokens(features)))[:, -1]
+
+    def _day_context(self, x: torch.Tensor) -> torch.Tensor:
+        """Day tokens x (B, W, d) -> context (B, d), computing only what the latest day's token needs.
+
+        Every layer but the last runs on all W tokens (they are the last layer's keys and values); the
+        last layer computes keys and values for all tokens but the query, attention, output projection
+        and feed-forward for the latest day only. Same function as ``_context_full``.
+        """
+        n_layers = len(self.day_encoder.layers)
+        for i, layer in enumerate(self.day_encoder.layers):
+            x = _pre_norm_layer(
+                x, layer.norm1.weight, layer.norm1.bias, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias,
+                layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias, layer.norm2.weight, layer.norm2.bias,
+                layer.linear1.weight, layer.linear1.bias, layer.linear2.weight, layer.linear2.bias,
+                self.d_model, layer.self_attn.num_heads, layer.norm1.eps, layer.dropout.p, self.training,
+                i == n_layers - 1)
+        return self.day_norm(x)
+
     def _context(self, features: torch.Tensor) -> torch.Tensor:
         """features (B, W, N, F) -> context (B, d): the day encoder's token of the latest day."""
-        return self.day_norm(self.day_encoder(self._day_tokens(features)))[:, -1]
+        return self._day_context(self._day_tokens(features))
 
     def _market_tokens(self, latest: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Latest day's features (B, N, F) and context (B, d) -> market tokens (B, N+1, d) (no weights yet)."""
@@ -149,17 +173,20 @@ class TransformerActorCritic(nn.Module):
               mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Portfolio part: market tokens (B, N+1, d), context (B, d), weights (B, N+1), mask (B, N) ->
         actor logits (B, N+1), state value (B,), mask1 (B, N+1)."""
-        tok = self.asset_norm(self.asset_encoder(market + self.weight_proj(weights.unsqueeze(-1))))
+        tok = self.asset_norm(self._asset_layers(market + self.weight_proj(weights.unsqueeze(-1))))
         logits = self.actor_head(tok).squeeze(-1)
         value = self.critic_head(torch.cat([context, tok.mean(dim=1)], dim=-1)).squeeze(-1)
         return logits, value, full_mask(mask)
 
-    def encode(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """obs (B, obs_dim) -> asset tokens (B, N+1, d), context (B, d), mask1 (B, N+1)."""
-        features, weights, mask = self.layout.split(obs)
-        market, context = self.market(features)
-        tok = self.asset_norm(self.asset_encoder(market + self.weight_proj(weights.unsqueeze(-1))))
-        return tok, context, full_mask(mask)
+    def _asset_layers(self, x: torch.Tensor) -> torch.Tensor:
+        """``asset_encoder(x)`` for asset tokens x (B, N+1, d), batch-first (``_pre_norm_layer``)."""
+        for layer in self.asset_encoder.layers:
+            x = _pre_norm_layer(
+                x, layer.norm1.weight, layer.norm1.bias, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias,
+                layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias, layer.norm2.weight, layer.norm2.bias,
+                layer.linear1.weight, layer.linear1.bias, layer.linear2.weight, layer.linear2.bias,
+                self.d_model, layer.self_attn.num_heads, layer.norm1.eps, layer.dropout.p, self.training, False)
+        return x
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """obs (B, obs_dim) -> actor logits (B, N+1), state value (B,), mask1 (B, N+1)."""
@@ -167,34 +194,67 @@ class TransformerActorCritic(nn.Module):
         market, context = self.market(features)
         return self.heads(market, context, weights, mask)
 
+    def forward_reference(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward`` computed straightforwardly (every day token through every layer, once per window).
+
+        The reference the per-day path is tested against, and the "before" of benchmarks/bench_training.py.
+        """
+        features, weights, mask = split_obs(obs, self.window, self.n_assets, self.n_features)
+        context = self._context_full(features)
+        market = self._market_tokens(features[:, -1], context)
+        tok = self.asset_norm(self.asset_encoder(market + self.weight_proj(weights.unsqueeze(-1))))
+        logits = self.actor_head(tok).squeeze(-1)
+        value = self.critic_head(torch.cat([context, tok.mean(dim=1)], dim=-1)).squeeze(-1)
+        return logits, value, full_mask(mask)
+
+    def forward_days(self, features: torch.Tensor, days: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor,
+                     day_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``forward`` for observations given as decision days of one feature array, per distinct day.
+
+        features (T, N, F) the env's feature array; days (B,) int64 decision days (window = the W days
+        ending there); weights (B, N+1); mask (B, N); ``day_rows`` (T, d) optional precomputed
+        ``day_proj(features.reshape(T, N*F))`` (valid while the parameters do not change, e.g. during a
+        rollout). The day projection runs once per distinct day of all the windows, the day encoder and
+        the market tokens once per distinct decision day, then both are gathered per sample; only the
+        portfolio part (``heads``) runs per sample. Equals ``forward`` on the rebuilt observations.
+        """
+        w = self.window
+        ends, inverse = torch.unique(days, return_inverse=True)  # [E], [B]
+        win = ends[:, None] + torch.arange(1 - w, 1, device=days.device)  # [E,W] day indices
+        if day_rows is None:
+            rows, row_of = torch.unique(win.reshape(-1), return_inverse=True)  # [U], [E*W]
+            proj = self.day_proj(features[rows].reshape(rows.shape[0], -1))  # [U,d]
+        else:
+            proj, row_of = day_rows, win.reshape(-1)
+        x = proj[row_of].reshape(ends.shape[0], w, -1) + self.pos
+        context = self._day_context(x)
+        market = self._market_tokens(features[ends], context)
+        return self.heads(market[inverse], context[inverse], weights, mask)
+
+    def day_rows(self, features: torch.Tensor) -> torch.Tensor:
+        """``day_proj`` of every day of the feature array (T, N, F) -> (T, d), for ``forward_days``."""
+        return self.day_proj(features.reshape(features.shape[0], -1))
+
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.forward(obs)[1]
 
-    # -- the distribution ------------------------------------------------------------------------------
-    @staticmethod
-    def mean_latent(logits: torch.Tensor) -> torch.Tensor:
-        """ALR mean mu (B, N) = logits of assets minus the cash logit."""
-        return logits[:, :-1] - logits[:, -1:]
+    # -- the distribution (agents.distributions) -------------------------------------------------------
+    mean_latent = staticmethod(D.mean_latent)
+    weights_from_latent = staticmethod(D.weights_from_latent)
 
     def log_prob_entropy(
         self, logits: torch.Tensor, mask1: torch.Tensor, z: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-density of latent z (B, N) and the entropy, both (B,), over tradable assets only."""
-        mu = self.mean_latent(logits)
+        mu = D.mean_latent(logits)
         m = mask1[:, :-1]
         log_std = self.log_std.expand_as(mu)
-        logp = -0.5 * ((z - mu) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-        ent = (0.5 + 0.5 * math.log(2 * math.pi) + log_std) * m
-        return (logp * m).sum(-1), ent.sum(-1)
+        return D.latent_log_prob(z, mu, log_std, m), D.latent_entropy(log_std, m)
 
     def sample_latent(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        mu = self.mean_latent(logits)
-        noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
-        return mu + noise * self.log_std.exp()
-
-    @staticmethod
-    def weights_from_latent(z: torch.Tensor, mask1: torch.Tensor) -> torch.Tensor:
-        return masked_softmax(torch.cat([z, torch.zeros_like(z[:, :1])], dim=1), mask1)
+        """z = mu + exp(log_std) * eps (B, N), eps drawn from ``generator``."""
+        mu = D.mean_latent(logits)
+        return mu + D.sample_noise(mu.shape, mu, generator) * self.log_std.exp()
 
     # -- interpretation -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -210,6 +270,36 @@ class TransformerActorCritic(nn.Module):
         context = self.day_norm(x)[:, -1]
         _, assets = _run_with_attention(self.asset_encoder, self._asset_tokens(features, weights, context))
         return {"days": days.numpy(), "assets": assets.numpy()}
+
+
+def _pre_norm_layer(x: torch.Tensor, norm1_w: torch.Tensor, norm1_b: torch.Tensor, in_w: torch.Tensor,
+                    in_b: torch.Tensor, out_w: torch.Tensor, out_b: torch.Tensor, norm2_w: torch.Tensor,
+                    norm2_b: torch.Tensor, lin1_w: torch.Tensor, lin1_b: torch.Tensor, lin2_w: torch.Tensor,
+                    lin2_b: torch.Tensor, d: int, heads: int, eps: float, p: float, training: bool,
+                    last_only: bool) -> torch.Tensor:
+    """One ``nn.TransformerEncoderLayer(norm_first=True, activation="relu", batch_first=True)`` on x (B, T, d),
+    given its parameters: ``x + SA(norm1(x))`` then ``+ FF(norm2(.))``, batch-first throughout (no
+    sequence-first transposes or packed-projection copies).
+
+    ``last_only``: return only the latest token's output (B, d): the query, attention output and
+    feed-forward are computed for that token alone, keys and values for all T tokens.
+    """
+    b, t = x.shape[0], x.shape[1]
+    dh = d // heads
+    drop = p if training else 0.0
+    h = F.layer_norm(x, (d,), norm1_w, norm1_b, eps)
+    if last_only:
+        q = F.linear(h[:, -1:], in_w[:d], in_b[:d]).reshape(b, 1, heads, dh).transpose(1, 2)
+        k, v = F.linear(h, in_w[d:], in_b[d:]).reshape(b, t, 2, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
+        x = x[:, -1:]
+    else:
+        q, k, v = F.linear(h, in_w, in_b).reshape(b, t, 3, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
+    a = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # [B,H,Tq,dh]
+    x = x + F.dropout(F.linear(a.transpose(1, 2).reshape(b, -1, d), out_w, out_b), drop, training)
+    ff = F.linear(F.dropout(F.relu(F.linear(F.layer_norm(x, (d,), norm2_w, norm2_b, eps), lin1_w, lin1_b)), drop,
+                            training), lin2_w, lin2_b)
+    x = x + F.dropout(ff, drop, training)
+    return x[:, 0] if last_only else x
 
 
 def _run_with_attention(encoder: nn.TransformerEncoder, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,7 +341,7 @@ class PolicyModule(nn.Module):
     def act(self, market: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """market (B, N+1, d), weights (B, N+1), mask (B, N) -> simplex weights (B, N+1)."""
         net = self.net
-        tok = net.asset_norm(net.asset_encoder(market + net.weight_proj(weights.unsqueeze(-1))))
+        tok = net.asset_norm(net._asset_layers(market + net.weight_proj(weights.unsqueeze(-1))))
         logits = net.actor_head(tok).squeeze(-1)
         return masked_softmax(logits, full_mask(mask))
 

@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         "ours PPO": sum(p.numel() for p in ours_ppo.net.parameters()),
         "SB3 PPO": sum(p.numel() for p in sb3_ppo.policy.parameters()),
         "ours SAC": sum(p.numel() for k, m in ours_sac.nets.items() if "target" not in k for p in m.parameters()),
-        "SB3 SAC": sum(p.numel() for p in sb3_sac.policy.parameters()),
+        # SB3's SAC policy also holds critic_target; count the trained networks only, as for ours
+        "SB3 SAC": sum(p.numel() for name, p in sb3_sac.policy.named_parameters() if not name.startswith("critic_target")),
     }
     buf = ours_sac.buffer
     ours_bytes = buf.nbytes / buf.capacity

@@ -113,6 +113,8 @@ def default_out(config: str, source: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agents.common import device_argument
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/quickstart.yaml")
     parser.add_argument("--source", choices=["synthetic", "csv", "yfinance"], default=None)
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--total-timesteps", type=int, default=None)
     parser.add_argument("--out", default=None, help="folder for the store, run, report and export (default "
                         "outputs/demo for the synthetic quickstart, else outputs/<source>-<config name>)")
+    parser.add_argument("--device", type=device_argument, default="auto", help="auto, cpu or cuda (default auto)")
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = default_out(args.config, args.source)
@@ -141,11 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     timings["train"] = _run_stage(
         "2/5 train PPO-Transformer",
         ["training/train.py", "--config", args.config, "--algo", "ppo", *source, *data_dir,
-         "--seed", str(args.seed), *steps, "--out", str(run_dir)],
+         "--seed", str(args.seed), *steps, "--device", args.device, "--out", str(run_dir)],
     )
     timings["backtest"] = _run_stage(
         "3/5 out-of-sample backtest",
-        ["evaluation/backtester.py", "--run", str(run_dir), *source, *data_dir, "--out", str(report_dir)],
+        ["evaluation/backtester.py", "--run", str(run_dir), *source, *data_dir, "--device", args.device,
+         "--out", str(report_dir)],
     )
     timings["export"] = _run_stage(
         "4/5 export (TorchScript, ONNX, SavedModel, tf2onnx)",

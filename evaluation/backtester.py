@@ -333,7 +333,8 @@ def span_bounds(store: FeatureStore, start: str | None, end: str | None, window:
 
 def _simulate(runs: list[RunInfo], store: FeatureStore, experiment: Any, eval_cfg: EvaluationConfig,
               rf_all: np.ndarray, span_start: str, span_end: str, costs: dict[str, tuple[float, float]],
-              onnx: Path | None, log: Callable[[str], None]) -> tuple[list[StrategyResult], list[StrategyResult]]:
+              onnx: Path | None, log: Callable[[str], None],
+              device: str = "cpu") -> tuple[list[StrategyResult], list[StrategyResult]]:
     """Step every agent run and every benchmark through the env over the span."""
     agents: list[StrategyResult] = []
     for run in runs:
@@ -354,7 +355,7 @@ def _simulate(runs: list[RunInfo], store: FeatureStore, experiment: Any, eval_cf
                 if not hasattr(agent, "policy_module"):
                     raise DataError(f"run directory '{run.path}' holds a {run.experiment.algo} model, "
                                     "not an allocation policy; backtest a ppo, sac or ddpg run")
-                policy = torch_policy(agent.policy_module())
+                policy = torch_policy(agent.policy_module(), device)
             except ValueError as err:
                 raise DataError(str(err)) from None
         label = f"{run.label} [ONNX]" if onnx is not None else run.label
@@ -383,6 +384,7 @@ def backtest(
     runs: list[RunInfo], experiment: Any, out: Path, start: str | None = None, end: str | None = None,
     source: str | None = None, data_dir: str | None = None, onnx: Path | None = None,
     eval_cfg: EvaluationConfig | None = None, log: Callable[[str], None] = print, tearsheet: bool = True,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run every strategy, compute metrics and significance, write the report files; return the report."""
     from evaluation import reports
@@ -421,7 +423,7 @@ def backtest(
 
     with threadpool_limits(limits=1):  # small BLAS problems: threads only fight over the cores
         agents, bench_results = _simulate(runs, store, experiment, eval_cfg, context.risk_free, span_start,
-                                          span_end, costs, onnx, log)
+                                          span_end, costs, onnx, log, device)
 
     timings["simulate"] = time.perf_counter() - t0 - timings["load_and_features"]
     timings.update({f"strategy:{r.name}": r.seconds for r in agents + bench_results})
@@ -519,6 +521,8 @@ def load_config(path: Path) -> Any:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from agents.common import device_argument
+
     p = argparse.ArgumentParser(prog="backtester.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", action="extend", nargs="+", default=[], metavar="RUN_DIR",
                    help="training run directory (repeat or list several for seeds)")
@@ -533,6 +537,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="YAML config: the experiment when no --run is given (default configs/quickstart.yaml); "
                         "with --run only its 'evaluation' section is used and its universe must match")
     p.add_argument("--no-tearsheet", action="store_true", help="skip the quantstats HTML tear sheet")
+    p.add_argument("--device", type=device_argument, default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--out", default=None,
                    help="report directory (default reports/<first run's folder name>, or reports/benchmarks)")
     return p.parse_args(argv)
@@ -558,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
             experiment, eval_cfg = given, load_eval_config(given.extra)
         out = Path(args.out) if args.out else Path("reports") / (runs[0].path.name if runs else "benchmarks")
         backtest(runs, experiment, out, args.start, args.end, args.source, args.data_dir,
-                 Path(args.onnx) if args.onnx else None, eval_cfg, tearsheet=not args.no_tearsheet)
+                 Path(args.onnx) if args.onnx else None, eval_cfg, tearsheet=not args.no_tearsheet,
+                 device=args.device)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

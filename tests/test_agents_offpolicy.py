@@ -158,3 +158,18 @@ def test_sac_log_prob_matches_torch_distributions_and_weights_are_the_masked_sof
     torch.testing.assert_close(logp, (dist.log_prob(z) * m).sum(-1))
     expected = torch.softmax(torch.cat([z, torch.zeros(5, 1)], 1).masked_fill(mask1 == 0, -torch.inf), 1)
     torch.testing.assert_close(w, expected)
+
+
+@pytest.mark.parametrize(("train_freq", "gradient_steps", "updates"), [(1, 1, 17), (3, 2, 10), (3, -1, 30)])
+def test_train_freq_and_gradient_steps_have_stable_baselines3s_meaning(train_freq, gradient_steps, updates):
+    """M=2 envs, 20 batched steps; updates may start at step 4 (8 transitions = learning_starts = batch).
+    Every train_freq-th batched step runs gradient_steps updates (-1: train_freq * M, the transitions
+    collected since the last round): train_freq 1 -> steps 4..20 = 17 rounds; 3 -> steps 6, 9, 12, 15, 18."""
+    agent = DDPGAgent(DriftVecEnv().obs_dim, 4, window=4, hidden=8, lstm_layers=1, learning_starts=8, batch_size=8,
+                      train_freq=train_freq, gradient_steps=gradient_steps)
+    agent.train(DriftVecEnv(num_envs=2), 40)
+    assert agent.n_updates == updates
+    with pytest.raises(ValueError, match="train_freq"):
+        SACAgent(DriftVecEnv().obs_dim, 4, window=4, train_freq=0)
+    with pytest.raises(ValueError, match="gradient_steps"):
+        SACAgent(DriftVecEnv().obs_dim, 4, window=4, gradient_steps=0)

@@ -80,8 +80,38 @@ def test_quick_start_loop_with_single_env_and_five_value_step():
         state = env.reset()[0] if terminated or truncated else next_state
     assert len(updates) == 2 and np.isfinite(updates[-1]["policy_loss"])
     assert not torch.equal(before, agent.net.actor_head.weight)
-    # the behaviour log-prob of the quick-start path equals the one of the exact latent
-    assert updates[0]["approx_kl"] < 0.5
+
+
+def first_minibatch_ratios(agent: PPOAgent) -> list[torch.Tensor]:
+    """Spy on ``agent._evaluate`` (what the update calls): the probability ratios of the first minibatch."""
+    seen: list[torch.Tensor] = []
+    evaluate = agent._evaluate
+
+    def spy(batch):
+        out = evaluate(batch)
+        if not seen:
+            logp, _ = agent.net.log_prob_entropy(out[0], out[2], batch.latents)
+            seen.append((logp - batch.old_log_prob).exp().detach())
+        return out
+
+    agent._evaluate = spy
+    return seen
+
+
+def test_first_minibatch_log_probs_equal_the_rollouts_in_the_quick_start_loop():
+    """Before the first optimiser step the policy is the behaviour policy: every ratio is 1 (to 1e-6),
+    including for the latent the quick-start path recovers from the weights the env received."""
+    env = DriftEnv(episode_length=8)
+    agent = PPOAgent(env.observation_space.shape[0], 4, seed=0, **dict(FAST, n_steps=16, batch_size=8))
+    ratios = first_minibatch_ratios(agent)
+    state, _ = env.reset(seed=0)
+    for _ in range(16):
+        action = agent.get_action(state)
+        next_state, reward, terminated, truncated, _ = env.step(action)
+        agent.learn(state, action, reward, next_state, terminated, truncated)
+        state = env.reset()[0] if terminated or truncated else next_state
+    assert len(ratios) == 1 and ratios[0].shape == (8,)
+    torch.testing.assert_close(ratios[0], torch.ones(8), atol=1e-6, rtol=0)
 
 
 def test_single_gymnasium_env_trains_through_the_adapter():

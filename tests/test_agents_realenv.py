@@ -76,9 +76,10 @@ def test_ppo_learns_the_drift_on_the_real_env():
 
 
 def test_ppo_index_rollout_matches_stored_observations_exactly():
-    """Day-index rollout storage and whole-observation storage give bit-identical training."""
+    """Day-index rollout storage and whole-observation storage give bit-identical training (on the
+    straightforward forward; the per-day forward is checked against it in test_agents_ppo_days.py)."""
     cfg = dict(window=WINDOW, d_model=16, n_heads=2, dim_feedforward=32, day_layers=1, n_steps=16, batch_size=16,
-               n_epochs=2, seed=3)
+               n_epochs=2, seed=3, per_day_market=False)
     a = PPOAgent(_env(2).obs_dim, N + 1, index_rollout=True, **cfg)
     b = PPOAgent(_env(2).obs_dim, N + 1, index_rollout=False, **cfg)
     a.train(_env(2), 64)

@@ -121,7 +121,8 @@ def storage_of(url: str) -> Any:
 
 
 def optuna_worker(base_raw: dict[str, Any], storage: str, study_name: str, n_trials: int, seed: int, out: str,
-                  source: str | None, data_dir: str | None, reward_search: bool, total_trials: int = 0) -> int:
+                  source: str | None, data_dir: str | None, reward_search: bool, total_trials: int = 0,
+                  device: str = "cpu") -> int:
     """Run ``n_trials`` trials of the shared study (one local worker; module level for process pools).
 
     After each trial it prints the study-wide count of finished trials out of ``total_trials`` and an ETA.
@@ -147,7 +148,7 @@ def optuna_worker(base_raw: dict[str, Any], storage: str, study_name: str, n_tri
                 raise optuna.TrialPruned()
 
         metrics = run_training(cfg, Path(out) / "trials" / f"trial_{trial.number:04d}", store=store,
-                               progress=False, on_eval=on_eval)
+                               progress=False, on_eval=on_eval, device=device)
         value = float(metrics[METRIC])
         return value if math.isfinite(value) else -1e9
 
@@ -164,7 +165,7 @@ def optuna_worker(base_raw: dict[str, Any], storage: str, study_name: str, n_tri
 
 
 def ray_trainable(config: dict[str, Any], base_raw: dict[str, Any], out: str, source: str | None,
-                  data_dir: str | None) -> None:
+                  data_dir: str | None, device: str = "cpu") -> None:
     """One Ray Tune trial: ``config`` holds the searched dotted keys; reports the validation Sharpe."""
     from ray import tune
 
@@ -179,14 +180,15 @@ def ray_trainable(config: dict[str, Any], base_raw: dict[str, Any], out: str, so
         tune.report({METRIC: float(metrics[METRIC]), "step": step, "started": started})
 
     metrics = run_training(cfg, Path(out) / "trials" / f"trial_{name}", source=source, data_dir=data_dir,
-                           progress=False, on_eval=on_eval)
+                           progress=False, on_eval=on_eval, device=device)
     tune.report({METRIC: float(metrics[METRIC]), "step": int(metrics["global_step"]), "started": started,
                  "finished": time.time(), "pid": os.getpid(), "done_training": True})
 
 
 def tune_with_ray(base: ExperimentConfig, out: Path, n_trials: int, seed: int, ray_address: str,
                   storage: str, study_name: str, source: str | None, data_dir: str | None,
-                  reward_search: bool, max_concurrent: int | None = None) -> tuple[dict[str, Any], int, list[dict]]:
+                  reward_search: bool, max_concurrent: int | None = None,
+                  device: str = "cpu") -> tuple[dict[str, Any], int, list[dict]]:
     """Ray Tune + ``OptunaSearch`` (TPE, shared storage) + median stopping; returns (overrides, n_trials, rows)."""
     import optuna
     from ray import tune
@@ -215,7 +217,7 @@ def tune_with_ray(base: ExperimentConfig, out: Path, n_trials: int, seed: int, r
                             study_name=study_name, storage=storage_of(storage))
     trainable = tune.with_resources(
         tune.with_parameters(ray_trainable, base_raw=base_raw, out=str(out.resolve()), source=source,
-                             data_dir=str(Path(data_dir).resolve()) if data_dir else None),
+                             data_dir=str(Path(data_dir).resolve()) if data_dir else None, device=device),
         {"cpu": 1},
     )
     tuner = tune.Tuner(
@@ -252,7 +254,7 @@ def _write_outputs(out: Path, base: ExperimentConfig, overrides: dict[str, Any],
 
 def run_study(base: ExperimentConfig, out: Path, n_trials: int, n_jobs: int = 1, storage: str | None = None,
               study_name: str | None = None, seed: int = 0, source: str | None = None, data_dir: str | None = None,
-              reward_search: bool = True, ray_address: str | None = None) -> dict[str, Any]:
+              reward_search: bool = True, ray_address: str | None = None, device: str = "cpu") -> dict[str, Any]:
     """Run the search and write ``best_config.yaml`` + ``trials.json`` under ``out``; returns the summary."""
     import optuna
 
@@ -265,7 +267,8 @@ def run_study(base: ExperimentConfig, out: Path, n_trials: int, n_jobs: int = 1,
     study_name = study_name or f"tune-{base.algo}"
     if ray_address:
         overrides, total, rows = tune_with_ray(base, out, n_trials, seed, ray_address, storage, study_name, source,
-                                               data_dir, reward_search, max_concurrent=n_jobs if n_jobs > 1 else None)
+                                               data_dir, reward_search, max_concurrent=n_jobs if n_jobs > 1 else None,
+                                               device=device)
         best_value = max(r[METRIC] for r in rows)
         summary = {"n_trials": total, "n_complete": len(rows), "n_pruned": total - len(rows),
                    "best_value": best_value, "best_params": overrides, "study_name": study_name,
@@ -281,7 +284,8 @@ def run_study(base: ExperimentConfig, out: Path, n_trials: int, n_jobs: int = 1,
         shares = [n_trials // n_jobs + (1 if i < n_trials % n_jobs else 0) for i in range(n_jobs)]
         jobs = [{"base_raw": to_raw(base), "storage": storage, "study_name": study_name, "n_trials": k,
                  "seed": seed + i, "out": str(out), "source": source, "data_dir": data_dir,
-                 "reward_search": reward_search, "total_trials": n_trials} for i, k in enumerate(shares) if k > 0]
+                 "reward_search": reward_search, "total_trials": n_trials,
+                 "device": device} for i, k in enumerate(shares) if k > 0]
         run_jobs(optuna_worker, jobs, workers=len(jobs))
         study = optuna.load_study(study_name=study_name, storage=storage_of(storage))
         states = [t.state for t in study.trials]
@@ -306,6 +310,8 @@ def run_study(base: ExperimentConfig, out: Path, n_trials: int, n_jobs: int = 1,
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agents.common import device_argument
+
     p = argparse.ArgumentParser(prog="hyperparameter_tuning.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=None, help="experiment YAML (default configs/quickstart.yaml)")
     p.add_argument("--algo", default=None)
@@ -321,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-reward-search", action="store_true", help="keep the config's reward and coefficients")
     p.add_argument("--ray-address", default=None, help="run with Ray Tune on this cluster ('local' starts one)")
     p.add_argument("--out", default="runs/tune")
+    p.add_argument("--device", type=device_argument, default="auto", help="auto, cpu or cuda (default auto)")
     args = p.parse_args(argv)
     try:
         overrides: dict[str, Any] = dict(parse_set_option(s) for s in args.set)
@@ -329,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         base = load_experiment(args.config, overrides)
         print(f"tuning {base.algo}: {args.n_trials} trials, {args.n_jobs} job(s) -> {args.out}", flush=True)
         summary = run_study(base, Path(args.out), args.n_trials, args.n_jobs, args.storage, args.study_name,
-                            args.seed, args.source, args.data_dir, not args.no_reward_search, args.ray_address)
+                            args.seed, args.source, args.data_dir, not args.no_reward_search, args.ray_address,
+                            args.device)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

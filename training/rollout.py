@@ -94,16 +94,16 @@ def run_episode(env: CryptoHedgeFundEnv, policy: Policy, name: str, label: str) 
                           time.perf_counter() - t_start)
 
 
-def torch_policy(module: Any) -> Policy:
-    """Wrap a ``policy_module()`` (obs float32 [B, obs_dim] -> weights [B, N+1]) as an env policy."""
+def torch_policy(module: Any, device: str = "cpu") -> Policy:
+    """Wrap a ``policy_module()`` (obs float32 [B, obs_dim] -> weights [B, N+1]) as an env policy on ``device``."""
     import torch
 
-    module.eval()
+    module.eval().to(device)
 
     def act(t: int, obs: np.ndarray, weights: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            out = module(torch.as_tensor(obs, dtype=torch.float32)[None, :])
-        return np.clip(out[0].double().numpy(), 0.0, None)
+            out = module(torch.as_tensor(obs, dtype=torch.float32)[None, :].to(device))
+        return np.clip(out[0].double().cpu().numpy(), 0.0, None)
 
     return act
 

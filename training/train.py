@@ -153,13 +153,14 @@ def check_spans(cfg: ExperimentConfig, store: FeatureStore) -> tuple[int, int]:
     return n_train, n_val
 
 
-def make_agent(cfg: ExperimentConfig, layout: Any) -> Any:
+def make_agent(cfg: ExperimentConfig, layout: Any, device: str = "cpu") -> Any:
     """A fresh agent for ``layout`` (an ``agents.common.ObsLayout``) from the registry, with the typed
-    ``cfg.agent_config_for(layout.n_features)`` (window, n_features and seed filled in)."""
+    ``cfg.agent_config_for(layout.n_features)`` (window, n_features and seed filled in), on the torch
+    ``device``."""
     from agents.registry import algorithm
 
     try:
-        return algorithm(cfg.algo).build(layout, cfg.agent_config_for(layout.n_features))
+        return algorithm(cfg.algo).build(layout, cfg.agent_config_for(layout.n_features), device)
     except (TypeError, ValueError) as err:
         if isinstance(err, DataError):
             raise
@@ -353,6 +354,7 @@ def run_training(
     progress: bool = True,
     store: FeatureStore | None = None,
     on_eval: Callable[[int, dict[str, Any]], None] | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Train ``cfg`` into the run directory ``out`` and return the validation metrics.
 
@@ -389,7 +391,7 @@ def run_training(
     records: list[EpisodeRecord] = []
     if resume:
         try:  # off-policy agents rebuild their replay buffer from the env's feature array
-            agent = load_checkpoint(algorithm(cfg.algo).agent_class, ckpt_dir / "latest.pt", env)
+            agent = load_checkpoint(algorithm(cfg.algo).agent_class, ckpt_dir / "latest.pt", env, device=device)
         except ValueError as err:
             raise DataError(f"--resume: {err}") from None
         if agent.config != cfg.agent_config_for(layout.n_features):
@@ -399,7 +401,7 @@ def run_training(
         # The envs restart fresh episodes, seeded from the step reached, so no episode is replayed.
         agent.restart_episodes(env.reset(seed=tc.seed + 7919 * agent.global_step)[0])
     else:
-        agent = make_agent(cfg, layout)
+        agent = make_agent(cfg, layout, device)
         for stale in ("checkpoints", "tb"):
             shutil.rmtree(out / stale, ignore_errors=True)
     ckpt_dir.mkdir(exist_ok=True)
@@ -491,6 +493,8 @@ def run_training(
 
 # -- command line -----------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from agents.common import device_argument
+
     p = argparse.ArgumentParser(prog="train.py", description="Train an allocation agent and validate it.")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="experiment YAML (default: configs/quickstart.yaml)")
     p.add_argument("--algo", default=None, help="ppo, sac, ddpg or forecaster (default: training.algo)")
@@ -508,6 +512,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="local processes for --seeds (default 1)")
     p.add_argument("--ray-address", default=None, help="fan --seeds out as Ray tasks on this cluster ('local' starts one)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--device", type=device_argument, default="auto", help="auto, cpu or cuda (default auto)")
     return p.parse_args(argv)
 
 
@@ -520,10 +525,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_seed_job(config_path: str, overrides: dict[str, Any], out: str, source: str | None,
-                   data_dir: str | None) -> dict[str, Any]:
+                   data_dir: str | None, device: str = "cpu") -> dict[str, Any]:
     """One run of a multi-seed fan-out (module level: process pools and Ray import it)."""
     cfg = load_experiment(config_path, overrides)
-    return run_training(cfg, Path(out), source=source, data_dir=data_dir, progress=False)
+    return run_training(cfg, Path(out), source=source, data_dir=data_dir, progress=False, device=device)
 
 
 def _summary_line(metrics: dict[str, Any]) -> str:
@@ -547,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
             from training.parallel import run_jobs
 
             jobs = [{"config_path": args.config, "overrides": {**overrides, "training.seed": s},
-                     "out": str(out / f"seed_{s}"), "source": args.source, "data_dir": args.data_dir}
+                     "out": str(out / f"seed_{s}"), "source": args.source, "data_dir": args.data_dir,
+                     "device": args.device}
                     for s in seeds]
             print(f"training {len(jobs)} seeds of {cfg.algo} into {out}/seed_*", flush=True)
             results = run_jobs(train_seed_job, jobs, workers=args.workers, ray_address=args.ray_address,
@@ -562,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training {cfg.algo} seed {cfg.training.seed} on {source_label} data, "
               f"{cfg.data.start}..{cfg.data.train_end}, {cfg.training.total_timesteps} steps -> {out}", flush=True)
         metrics = run_training(cfg, out, source=args.source, data_dir=args.data_dir, resume=args.resume,
-                               progress=not args.quiet)
+                               progress=not args.quiet, device=args.device)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

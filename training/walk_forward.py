@@ -89,7 +89,8 @@ def fold_raw_config(raw: dict[str, Any], fold: Fold, seed: int) -> dict[str, Any
     )
 
 
-def run_fold_job(raw: dict[str, Any], out: str, source: str | None, data_dir: str | None) -> dict[str, Any]:
+def run_fold_job(raw: dict[str, Any], out: str, source: str | None, data_dir: str | None,
+                 device: str = "cpu") -> dict[str, Any]:
     """Train and validate one (fold, seed) job into ``out``; returns the validation metrics mapping.
 
     Module level so that process pools and Ray can import it.
@@ -97,7 +98,7 @@ def run_fold_job(raw: dict[str, Any], out: str, source: str | None, data_dir: st
     from training.train import run_training
 
     cfg = from_raw(raw, where="walk-forward job")
-    return run_training(cfg, Path(out), source=source, data_dir=data_dir, progress=False)
+    return run_training(cfg, Path(out), source=source, data_dir=data_dir, progress=False, device=device)
 
 
 def check_no_leak(run_dir: Path, fold: Fold) -> None:
@@ -183,6 +184,7 @@ def walk_forward(
     workers: int = 1,
     ray_address: str | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run every (fold, seed) job, check the folds for leaks, select per fold, write ``summary.json``.
 
@@ -202,6 +204,7 @@ def walk_forward(
             "out": str(out / f"fold_{f.year}" / f"seed_{s}"),
             "source": source,
             "data_dir": data_dir,
+            "device": device,
         }
         for f in folds
         for s in seeds
@@ -230,6 +233,8 @@ def walk_forward(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agents.common import device_argument
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=None, help="experiment YAML (default configs/quickstart.yaml)")
     parser.add_argument("--years", type=int, nargs="+", default=None, help="validation years (default training.val_years)")
@@ -242,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="local processes (default 1)")
     parser.add_argument("--ray-address", default=None, help="run the jobs as Ray tasks on this cluster")
     parser.add_argument("--out", default="runs/walk_forward")
+    parser.add_argument("--device", type=device_argument, default="auto", help="auto, cpu or cuda (default auto)")
     args = parser.parse_args(argv)
     try:
         overrides: dict[str, Any] = dict(parse_set_option(s) for s in args.set)
@@ -251,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_experiment(args.config, overrides)
         years = args.years or list(cfg.training.val_years)
         seeds = args.seeds or list(cfg.training.seeds)
-        summary = walk_forward(cfg, Path(args.out), years, seeds, args.source, args.data_dir, args.workers, args.ray_address)
+        summary = walk_forward(cfg, Path(args.out), years, seeds, args.source, args.data_dir, args.workers, args.ray_address,
+                               args.device)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
