@@ -289,7 +289,8 @@ def test_export_cli_writes_four_formats_for_ppo_mlp_with_parity(tmp_path, capsys
     assert main(["--run", str(tmp_path / "run"), "--out", str(tmp_path / "export"), "--n-obs", "200"]) == 0
     report = json.loads((tmp_path / "export" / "parity.json").read_text())
     assert report["passed"] and report["n_observations"] == 200
-    assert set(report["max_abs_diff"]) == {"torchscript", "onnx", "saved_model", "tf_onnx"}
+    assert set(report["max_abs_diff"]) == {"torchscript", "onnx", "saved_model", "tf_onnx", "onnx_split",
+                                           "torchscript_split"}
     assert max(report["max_abs_diff"].values()) <= 1e-5
     assert "parity tf_onnx" in capsys.readouterr().out
 
