@@ -49,6 +49,12 @@ class PortfolioGradientConfig:
     - ``learning_rate`` (Adam), ``max_grad_norm`` (global-norm clipping).
     - ``risk_aversion``: weight of the variance of the scored daily log growths; ``downside``: weight of
       their mean squared negative part (both 0 = pure log growth, Kelly).
+    - ``turnover_penalty``: extra cost per unit of turnover (fraction of NAV) charged in training only, on
+      top of the real cost rates (a cost curriculum against churning on daily noise).
+    - ``holdout_days``: the last ``holdout_days`` days of the span are not trained on; every
+      ``eval_every`` steps (and before the first) the objective from equal weight on every holdout day is
+      measured (real costs, no ``turnover_penalty``) and the best parameters are kept (early stopping
+      inside the training span; 0 = off).
     - ``seed``: sampling of days and starting weights.
     """
 
@@ -59,6 +65,9 @@ class PortfolioGradientConfig:
     max_grad_norm: float = 1.0
     risk_aversion: float = 0.0
     downside: float = 0.0
+    turnover_penalty: float = 0.0
+    holdout_days: int = 0
+    eval_every: int = 25
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -67,8 +76,11 @@ class PortfolioGradientConfig:
                 raise ValueError(f"PortfolioGradientConfig.{name} must be at least 1, got {getattr(self, name)}")
         if not self.learning_rate > 0 or not self.max_grad_norm > 0:
             raise ValueError("PortfolioGradientConfig.learning_rate and max_grad_norm must be positive")
-        if self.risk_aversion < 0 or self.downside < 0:
-            raise ValueError("PortfolioGradientConfig.risk_aversion and downside must be non-negative")
+        if self.risk_aversion < 0 or self.downside < 0 or self.turnover_penalty < 0 or self.holdout_days < 0:
+            raise ValueError("PortfolioGradientConfig.risk_aversion, downside, turnover_penalty and "
+                             "holdout_days must be non-negative")
+        if self.eval_every < 1:
+            raise ValueError(f"PortfolioGradientConfig.eval_every must be at least 1, got {self.eval_every}")
 
 
 class MarketTape(NamedTuple):
@@ -142,15 +154,19 @@ def step_growth(target: torch.Tensor, prev: torch.Tensor, returns: torch.Tensor,
     return torch.log(growth.clamp_min(1e-12)), hold / value.clamp_min(1e-12).unsqueeze(1)
 
 
-def start_weights(tape: MarketTape, days: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Starting weights (B, N+1) for ``days``: a third equal weight, a third cash, a third Dirichlet(1) mixes.
-
-    Held assets are those tradable on one of the last 4 days (ETFs are held over weekends).
-    """
-    b, n = days.shape[0], tape.returns.shape[1]
-    held = np.zeros((b, n), bool)
+def held_assets(tape: MarketTape, days: np.ndarray) -> np.ndarray:
+    """(B, N) bool: assets tradable on one of the 4 days up to each of ``days`` (ETFs held over weekends)."""
+    held = np.zeros((days.shape[0], tape.returns.shape[1]), bool)
     for lag in range(4):
         held |= tape.tradable[np.maximum(days - lag, 0)]
+    return held
+
+
+def start_weights(tape: MarketTape, days: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Starting weights (B, N+1) for ``days``: a third equal weight, a third cash, a third Dirichlet(1)
+    mixes, over the :func:`held_assets` and cash."""
+    b, n = days.shape[0], tape.returns.shape[1]
+    held = held_assets(tape, days)
     held1 = np.concatenate([held, np.ones((b, 1), bool)], axis=1)
     kind = rng.integers(0, 3, size=b)
     mix = rng.gamma(1.0, size=(b, n + 1)) * held1
@@ -172,10 +188,11 @@ def objective(log_growth: torch.Tensor, risk_aversion: float = 0.0, downside: fl
 
 
 def rollout_growth(policy: nn.Module, tape: MarketTape, builder: IndexReplayBuffer, days: np.ndarray,
-                   w0: np.ndarray, rollout: int) -> tuple[torch.Tensor, np.ndarray]:
+                   w0: np.ndarray, rollout: int, extra_cost: float = 0.0) -> tuple[torch.Tensor, np.ndarray]:
     """Log growths (B * rollout,) of ``policy`` from ``days`` (B,) with weights ``w0`` (B, N+1), and the
-    post-trade weights (B, rollout, N+1) as numpy (for diagnostics)."""
-    cost_rate = torch.as_tensor(tape.cost_rate, dtype=torch.float32)
+    post-trade weights (B, rollout, N+1) as numpy (for diagnostics). ``extra_cost`` is added to every
+    asset's cost rate."""
+    cost_rate = torch.as_tensor(tape.cost_rate + extra_cost, dtype=torch.float32)
     prev = torch.as_tensor(w0, dtype=torch.float32)
     out, targets = [], []
     for k in range(rollout):
@@ -197,22 +214,46 @@ def train_policy(policy: nn.Module, tape: MarketTape, layout: ObsLayout,
     """Gradient ascent on :func:`objective` over ``tape``'s training days; ``policy`` is trained in place.
 
     Returns the history ``{"objective": [...], "log_growth": [...], "cash": [...]}`` per step (mean
-    scored log growth and mean post-trade cash weight of the batch). Deterministic given ``config.seed``
-    and the policy's initial parameters.
+    scored log growth and mean post-trade cash weight of the batch), plus ``holdout`` (objective on the
+    holdout days at steps ``holdout_step``) and ``best_step`` when ``holdout_days`` > 0. Deterministic
+    given ``config.seed`` and the policy's initial parameters. Only days before ``tape.last`` are read.
     """
     c = config or PortfolioGradientConfig()
     lo, hi = max(tape.first, layout.window - 1), tape.last - c.rollout + 1  # day + rollout - 1 < last
-    if hi <= lo:
-        raise ValueError(f"the span {tape.first}..{tape.last} has no room for a {c.rollout}-day rollout")
+    split = hi - c.holdout_days
+    if split - lo < 1 or (c.holdout_days and hi <= split):
+        raise ValueError(f"the span {tape.first}..{tape.last} has no room for a {c.rollout}-day rollout "
+                         f"and {c.holdout_days} holdout days")
     builder = IndexReplayBuffer(tape.features, tape.tradable.astype(np.float32), layout, capacity=1)
     rng = np.random.default_rng(c.seed)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=c.learning_rate)
-    history: dict[str, list[float]] = {"objective": [], "log_growth": [], "cash": []}
+    history: dict[str, list[float]] = {"objective": [], "log_growth": [], "cash": [], "holdout": [], "holdout_step": []}
+    hold_days = np.arange(split + c.rollout - 1, hi) if c.holdout_days else np.zeros(0, np.int64)
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+
+    def score_holdout(step: int) -> None:
+        nonlocal best
+        policy.eval()
+        with torch.no_grad():
+            w0 = np.zeros((hold_days.size, tape.returns.shape[1] + 1))
+            held = held_assets(tape, hold_days)
+            w0[:, :-1] = held / np.maximum(held.sum(axis=1, keepdims=True), 1)
+            g, _ = rollout_growth(policy, tape, builder, hold_days, w0, c.rollout)
+            j = float(objective(g, c.risk_aversion, c.downside))
+        history["holdout"].append(j)
+        history["holdout_step"].append(step)
+        if best is None or j > best[0]:
+            best = (j, step, {k: v.detach().clone() for k, v in policy.state_dict().items()})
+        policy.train()
+
     policy.train()
-    for _ in range(c.steps):
-        days = rng.integers(lo, hi, size=c.batch_days)
-        g, targets = rollout_growth(policy, tape, builder, days, start_weights(tape, days, rng), c.rollout)
+    for step in range(c.steps):
+        if hold_days.size and step % c.eval_every == 0:
+            score_holdout(step)
+        days = rng.integers(lo, split, size=c.batch_days)
+        g, targets = rollout_growth(policy, tape, builder, days, start_weights(tape, days, rng), c.rollout,
+                                    c.turnover_penalty)
         j = objective(g, c.risk_aversion, c.downside)
         opt.zero_grad()
         (-j).backward()
@@ -221,6 +262,10 @@ def train_policy(policy: nn.Module, tape: MarketTape, layout: ObsLayout,
         history["objective"].append(float(j.detach()))
         history["log_growth"].append(float(g.detach().mean()))
         history["cash"].append(float(targets[..., -1].mean()))
+    if hold_days.size:
+        score_holdout(c.steps)
+        policy.load_state_dict(best[2])
+        history["best_step"] = [float(best[1])]
     policy.eval()
     return history
 

@@ -115,3 +115,23 @@ def test_risk_penalties_and_bad_config():
         pg.PortfolioGradientConfig(risk_aversion=-1.0)
     with pytest.raises(ValueError):
         pg.copy_policy_into(_agent(_env()), torch.nn.Linear(2, 2))
+
+
+def test_holdout_early_stopping_keeps_the_best_parameters():
+    env = _env(max_weight=1.0, closed=False)
+    tape = pg.tape_from_core(env.core)
+    layout = ObsLayout(WINDOW, N, 2)
+    cfg = pg.PortfolioGradientConfig(steps=30, batch_days=8, rollout=2, learning_rate=3e-3, holdout_days=40,
+                                     eval_every=10, turnover_penalty=0.001)
+    policy = _agent(env).policy_module()
+    hist = pg.train_policy(policy, tape, layout, cfg)
+    assert hist["holdout_step"] == [0, 10, 20, 30]
+    assert hist["best_step"] == [float(hist["holdout_step"][int(np.argmax(hist["holdout"]))])]
+    # the kept parameters score the best holdout objective (re-measured from equal weight)
+    builder = pg.IndexReplayBuffer(tape.features, tape.tradable.astype(np.float32), layout, capacity=1)
+    days = np.arange(tape.last - 40, tape.last - 1)
+    w0 = np.zeros((days.size, N + 1))
+    w0[:, :-1] = 1.0 / N
+    with torch.no_grad():
+        g, _ = pg.rollout_growth(policy, tape, builder, days, w0, 2)
+    assert float(pg.objective(g)) == pytest.approx(max(hist["holdout"]), abs=1e-6)
