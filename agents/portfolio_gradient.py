@@ -55,7 +55,9 @@ class PortfolioGradientConfig:
       ``eval_every`` steps (and before the first) the objective from equal weight on every holdout day is
       measured (real costs, no ``turnover_penalty``) and the best parameters are kept (early stopping
       inside the training span; 0 = off).
-    - ``seed``: sampling of days and starting weights.
+    - ``feature_noise``: std of Gaussian noise added to the (normalised) feature windows of the trained
+      observations (augmentation; 0 = off); ``weight_decay``: AdamW's decoupled weight decay.
+    - ``seed``: sampling of days, starting weights and noise.
     """
 
     steps: int = 300
@@ -68,6 +70,8 @@ class PortfolioGradientConfig:
     turnover_penalty: float = 0.0
     holdout_days: int = 0
     eval_every: int = 25
+    feature_noise: float = 0.0
+    weight_decay: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -76,7 +80,8 @@ class PortfolioGradientConfig:
                 raise ValueError(f"PortfolioGradientConfig.{name} must be at least 1, got {getattr(self, name)}")
         if not self.learning_rate > 0 or not self.max_grad_norm > 0:
             raise ValueError("PortfolioGradientConfig.learning_rate and max_grad_norm must be positive")
-        if self.risk_aversion < 0 or self.downside < 0 or self.turnover_penalty < 0 or self.holdout_days < 0:
+        if min(self.risk_aversion, self.downside, self.turnover_penalty, self.holdout_days, self.feature_noise,
+               self.weight_decay) < 0:
             raise ValueError("PortfolioGradientConfig.risk_aversion, downside, turnover_penalty and "
                              "holdout_days must be non-negative")
         if self.eval_every < 1:
@@ -188,16 +193,21 @@ def objective(log_growth: torch.Tensor, risk_aversion: float = 0.0, downside: fl
 
 
 def rollout_growth(policy: nn.Module, tape: MarketTape, builder: IndexReplayBuffer, days: np.ndarray,
-                   w0: np.ndarray, rollout: int, extra_cost: float = 0.0) -> tuple[torch.Tensor, np.ndarray]:
+                   w0: np.ndarray, rollout: int, extra_cost: float = 0.0, noise: float = 0.0,
+                   rng: np.random.Generator | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Log growths (B * rollout,) of ``policy`` from ``days`` (B,) with weights ``w0`` (B, N+1), and the
     post-trade weights (B, rollout, N+1) as numpy (for diagnostics). ``extra_cost`` is added to every
-    asset's cost rate."""
+    asset's cost rate; ``noise`` > 0 adds N(0, noise^2) to the feature windows (``rng`` draws it)."""
+    fd = builder.layout.feature_dim
     cost_rate = torch.as_tensor(tape.cost_rate + extra_cost, dtype=torch.float32)
     prev = torch.as_tensor(w0, dtype=torch.float32)
     out, targets = [], []
     for k in range(rollout):
         d = days + k
-        obs = torch.as_tensor(builder.observations(d, prev.numpy()))
+        obs_np = builder.observations(d, prev.numpy())
+        if noise > 0:
+            obs_np[:, :fd] += (noise * rng.standard_normal((obs_np.shape[0], fd))).astype(np.float32)
+        obs = torch.as_tensor(obs_np)
         action = policy(obs)
         open_ = torch.as_tensor(tape.tradable[d], dtype=torch.float32)
         target = env_targets(action, prev, open_, tape.max_weight)
@@ -227,7 +237,7 @@ def train_policy(policy: nn.Module, tape: MarketTape, layout: ObsLayout,
     builder = IndexReplayBuffer(tape.features, tape.tradable.astype(np.float32), layout, capacity=1)
     rng = np.random.default_rng(c.seed)
     params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=c.learning_rate)
+    opt = torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
     history: dict[str, list[float]] = {"objective": [], "log_growth": [], "cash": [], "holdout": [], "holdout_step": []}
     hold_days = np.arange(split + c.rollout - 1, hi) if c.holdout_days else np.zeros(0, np.int64)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
@@ -253,7 +263,7 @@ def train_policy(policy: nn.Module, tape: MarketTape, layout: ObsLayout,
             score_holdout(step)
         days = rng.integers(lo, split, size=c.batch_days)
         g, targets = rollout_growth(policy, tape, builder, days, start_weights(tape, days, rng), c.rollout,
-                                    c.turnover_penalty)
+                                    c.turnover_penalty, c.feature_noise, rng)
         j = objective(g, c.risk_aversion, c.downside)
         opt.zero_grad()
         (-j).backward()

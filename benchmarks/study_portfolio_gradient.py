@@ -24,7 +24,10 @@ trailing 20-day volatility of the equal-weight risky (non-stable) return minus t
 days; mean daily turnover; mean cash+stable share. (The two diagnostics are computed here; the metrics
 module of issue 14 item 1 defines them for the backtester -- swap these for its functions once merged.)
 
-    python benchmarks/study_portfolio_gradient.py [--seeds 0 1] [--ppo-steps 4096] [--pg-steps 300]
+    python benchmarks/study_portfolio_gradient.py [--final] [--seeds 0 1] [--ppo-steps 4096] [--pg-steps 300] ...
+
+``--final`` reruns the committed final configuration (``FINAL_ARGS``, about 15 minutes a seed on a loaded
+2-core machine).
 
 Writes ``benchmarks/results/study_portfolio_gradient.json`` and prints the table. Every configuration
 evaluated on the validation folds (including those tried while developing, listed in ``TRIED``) is counted
@@ -41,6 +44,7 @@ if __package__ in (None, ""):
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -65,7 +69,21 @@ OVERRIDES: dict[str, Any] = {
 FOLDS = (("2021-12-31", "2022-01-01", "2022-12-31"), ("2022-12-31", "2023-01-01", "2023-12-31"))
 #: Configurations evaluated on the validation folds while developing this study, before the final run
 #: (name: what differed). Counted in ``n_configurations`` with the strategies of the final run.
-TRIED: dict[str, str] = {}
+TRIED: dict[str, str] = {
+    "timing/pg": "pg, 20 steps, fold 2022 seed 0 (a timing run)",
+    "timing/pg+ppo": "the same + 512 PPO steps",
+    "plain/pg": "pg, 500 steps, batch 32, lr 1e-3, no turnover penalty, no holdout, no noise (seed 0, both folds)",
+    "plain/pg+ppo": "the same + 4096 PPO steps",
+    "plain/pg_risk": "the same with downside 5",
+    "plain/pg_risk+ppo": "the same + 4096 PPO steps",
+    "holdout/pg": "pg, 500 steps, batch 32, lr 1e-3, turnover penalty 0.005, holdout 180 days (seed 0)",
+    "holdout/pg+ppo": "the same + 4096 PPO steps",
+    "holdout/pg_risk": "the same with downside 5",
+    "holdout/pg_risk+ppo": "the same + 4096 PPO steps",
+}
+#: The settings of the final run (the third set tried: the second plus noise, weight decay, batch 64, lr 3e-4).
+FINAL_ARGS = ("--seeds 0 1 --ppo-steps 4096 --pg-steps 400 --pg-batch 64 --pg-lr 3e-4 --downside 5 "
+              "--turnover-penalty 0.005 --holdout-days 180 --feature-noise 0.5 --weight-decay 0.01")
 
 
 def diagnostics(weights: np.ndarray, days: np.ndarray, store: Any) -> dict[str, float]:
@@ -110,9 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--downside", type=float, default=0.0, help="> 0 adds the pg_risk strategies")
     p.add_argument("--turnover-penalty", type=float, default=0.0, help="extra training cost per unit turnover")
     p.add_argument("--holdout-days", type=int, default=0, help="early stopping on the training span's last days")
+    p.add_argument("--feature-noise", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--folds", type=int, nargs="+", default=[2022, 2023])
     p.add_argument("--results-name", default="study_portfolio_gradient")
+    p.add_argument("--final", action="store_true", help="the final configuration (FINAL_ARGS)")
     args = p.parse_args(argv)
+    if args.final:
+        given = sys.argv[1:] if argv is None else list(argv)
+        args = p.parse_args(FINAL_ARGS.split() + [a for a in given if a != "--final"])
 
     import torch
 
@@ -163,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                 pg_cfg = PortfolioGradientConfig(steps=args.pg_steps, batch_days=args.pg_batch, rollout=args.pg_rollout,
                                                  learning_rate=args.pg_lr, seed=seed,
                                                  turnover_penalty=args.turnover_penalty,
-                                                 holdout_days=args.holdout_days,
+                                                 holdout_days=args.holdout_days, feature_noise=args.feature_noise,
+                                                 weight_decay=args.weight_decay,
                                                  downside=args.downside if v == "pg_risk" else 0.0)
                 agent = make_agent(cfg, layout)
                 t0 = time.perf_counter()
@@ -202,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"overrides": OVERRIDES, "ppo_steps": args.ppo_steps, "pg_steps": args.pg_steps,
                      "pg_batch": args.pg_batch, "pg_rollout": args.pg_rollout, "pg_lr": args.pg_lr,
                      "downside": args.downside, "turnover_penalty": args.turnover_penalty,
-                     "holdout_days": args.holdout_days, "seeds": args.seeds},
+                     "holdout_days": args.holdout_days, "feature_noise": args.feature_noise,
+                     "weight_decay": args.weight_decay, "seeds": args.seeds},
         "tried_before": TRIED,
         "n_configurations": len(TRIED) + len(strategies),
         "table": table, "minutes": (time.perf_counter() - t_start) / 60,
