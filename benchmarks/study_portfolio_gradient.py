@@ -26,8 +26,8 @@ module of issue 14 item 1 defines them for the backtester -- swap these for its 
 
     python benchmarks/study_portfolio_gradient.py [--final] [--seeds 0 1] [--ppo-steps 4096] [--pg-steps 300] ...
 
-``--final`` reruns the committed final configuration (``FINAL_ARGS``, about 15 minutes a seed on a loaded
-2-core machine).
+``--final`` reruns the committed final configuration (``FINAL_ARGS``: 2 folds x 2 seeds as 4 parallel jobs; see
+the JSON's ``minutes`` for how long it took on a loaded 2-core machine).
 
 Writes ``benchmarks/results/study_portfolio_gradient.json`` and prints the table. Every configuration
 evaluated on the validation folds (including those tried while developing, listed in ``TRIED``) is counted
@@ -80,9 +80,11 @@ TRIED: dict[str, str] = {
     "holdout/pg+ppo": "the same + 4096 PPO steps",
     "holdout/pg_risk": "the same with downside 5",
     "holdout/pg_risk+ppo": "the same + 4096 PPO steps",
+    "smoke/pg": "pg, 3 steps, holdout 30 days, 256 PPO steps, fold 2022 (a smoke test of the parallel jobs)",
+    "smoke/pg+ppo": "the same + 256 PPO steps",
 }
 #: The settings of the final run (the third set tried: the second plus noise, weight decay, batch 64, lr 3e-4).
-FINAL_ARGS = ("--seeds 0 1 --ppo-steps 4096 --pg-steps 400 --pg-batch 64 --pg-lr 3e-4 --downside 5 "
+FINAL_ARGS = ("--seeds 0 1 --workers 4 --ppo-steps 4096 --pg-steps 400 --pg-batch 64 --pg-lr 3e-4 --downside 5 "
               "--turnover-penalty 0.005 --holdout-days 180 --feature-noise 0.5 --weight-decay 0.01")
 
 
@@ -115,6 +117,75 @@ def row(result: Any, rf: np.ndarray, store: Any) -> dict[str, float]:
     return out
 
 
+def _setup(args: argparse.Namespace, train_end: str) -> tuple[Any, Any, Any, Any]:
+    """(config, market, feature store refit to ``train_end``, costs) for one fold."""
+    from data.data_loader import load_market
+    from data.feature_engineering import build_feature_store
+    from training.config import costs_of, load_experiment
+
+    cfg = load_experiment(args.config, {**OVERRIDES, "data.source": "csv", "data.data_dir": args.data_dir,
+                                        "data.train_end": train_end})
+    market = load_market(cfg.data, source="csv", data_dir=args.data_dir, verbose=False)
+    return cfg, market, build_feature_store(market, train_end, clip=cfg.data.clip), costs_of(cfg)
+
+
+def run_job(args: argparse.Namespace, fold: tuple[str, str, str], seed: int) -> dict[str, Any]:
+    """Every agent strategy of one fold and seed: ``{"strategies": {name: metrics}, "seconds", "pg_history"}``."""
+    import torch
+
+    from agents.common import ObsLayout
+    from agents.portfolio_gradient import PortfolioGradientConfig, warm_start
+    from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
+    from environments.vector_env import BatchedHedgeFundEnv
+    from evaluation.backtester import risk_free_series, run_episode, torch_policy
+    from training.config import load_experiment
+    from training.train import make_agent
+
+    torch.set_num_threads(1)
+    train_end, val_start, val_end = fold
+    cfg0, _, store, costs = _setup(args, train_end)
+    rf_all, _ = risk_free_series(store, cfg0.data, 365)
+    out: dict[str, Any] = {"strategies": {}, "seconds": {}, "pg_history": {}}
+
+    def evaluate(agent: Any, name: str) -> None:
+        env = CryptoHedgeFundEnv.from_store(store, cfg0.env, val_start, val_end, costs)
+        res = run_episode(env, torch_policy(agent.policy_module()), name, name)
+        out["strategies"][name] = row(res, rf_all[np.searchsorted(store.dates, res.dates)], store)
+
+    def ppo(agent: Any, name: str) -> None:
+        t0 = time.perf_counter()
+        agent.train(BatchedHedgeFundEnv(store, cfg.env, cfg.training.n_envs, end=train_end, costs_bps=costs),
+                    args.ppo_steps)
+        out["seconds"][name] = time.perf_counter() - t0
+        evaluate(agent, name)
+
+    cfg = load_experiment(args.config, {**OVERRIDES, "data.source": "csv", "data.data_dir": args.data_dir,
+                                        "data.train_end": train_end, "training.seed": seed})
+    env = BatchedHedgeFundEnv(store, cfg.env, cfg.training.n_envs, end=train_end, costs_bps=costs)
+    layout = ObsLayout.from_dict(env.obs_layout)
+    ppo(make_agent(cfg, layout), "ppo")
+    for v in variants_of(args):
+        pg_cfg = PortfolioGradientConfig(steps=args.pg_steps, batch_days=args.pg_batch, rollout=args.pg_rollout,
+                                         learning_rate=args.pg_lr, seed=seed, turnover_penalty=args.turnover_penalty,
+                                         holdout_days=args.holdout_days, feature_noise=args.feature_noise,
+                                         weight_decay=args.weight_decay,
+                                         downside=args.downside if v == "pg_risk" else 0.0)
+        agent = make_agent(cfg, layout)
+        t0 = time.perf_counter()
+        hist = warm_start(agent, env.core, pg_cfg)
+        out["seconds"][v] = time.perf_counter() - t0
+        out["pg_history"][v] = {k: [float(np.mean(h[i:i + 25])) for i in range(0, len(h), 25)]
+                                if k in ("objective", "log_growth", "cash") else h for k, h in hist.items()}
+        evaluate(agent, v)
+        ppo(agent, f"{v}+ppo")
+    print(f"fold {val_start[:4]} seed {seed} done", flush=True)
+    return out
+
+
+def variants_of(args: argparse.Namespace) -> list[str]:
+    return ["pg"] + (["pg_risk"] if args.downside > 0 else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Portfolio-gradient warm start vs PPO on real data (validation folds).")
     p.add_argument("--config", default=str(ROOT / "configs" / "paper.yaml"))
@@ -132,83 +203,45 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--folds", type=int, nargs="+", default=[2022, 2023])
     p.add_argument("--results-name", default="study_portfolio_gradient")
+    p.add_argument("--workers", type=int, default=2, help="(fold, seed) jobs run in parallel processes")
     p.add_argument("--final", action="store_true", help="the final configuration (FINAL_ARGS)")
     args = p.parse_args(argv)
     if args.final:
         given = sys.argv[1:] if argv is None else list(argv)
         args = p.parse_args(FINAL_ARGS.split() + [a for a in given if a != "--final"])
 
-    import torch
+    from concurrent.futures import ProcessPoolExecutor
 
-    from agents.common import ObsLayout
-    from agents.portfolio_gradient import PortfolioGradientConfig, warm_start
-    from data.data_loader import load_market
-    from data.feature_engineering import build_feature_store
-    from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
-    from environments.vector_env import BatchedHedgeFundEnv
-    from evaluation.backtester import risk_free_series, run_benchmarks, run_episode, torch_policy
+    from evaluation.backtester import risk_free_series, run_benchmarks
     from evaluation.benchmarks import EvaluationConfig
-    from training.config import costs_of, load_experiment
-    from training.train import make_agent
 
-    torch.set_num_threads(1)
     t_start = time.perf_counter()
-    cfg0 = load_experiment(args.config, {**OVERRIDES, "data.source": "csv", "data.data_dir": args.data_dir})
-    market = load_market(cfg0.data, source="csv", data_dir=args.data_dir, verbose=False)
-    costs = costs_of(cfg0)
-    variants = ["pg"] + (["pg_risk"] if args.downside > 0 else [])
-    strategies = ["ppo"] + [s for v in variants for s in (v, f"{v}+ppo")]
+    folds = [f for f in FOLDS if int(f[1][:4]) in args.folds]
+    strategies = ["ppo"] + [s for v in variants_of(args) for s in (v, f"{v}+ppo")]
+    jobs = [(f, seed) for f in folds for seed in args.seeds]
+    with ProcessPoolExecutor(max_workers=max(1, min(args.workers, len(jobs)))) as pool:
+        futures = [pool.submit(run_job, args, f, seed) for f, seed in jobs]
+        done = [fut.result() for fut in futures]
     results: dict[str, Any] = {"folds": []}
-    for train_end, val_start, val_end in FOLDS:
-        if int(val_start[:4]) not in args.folds:
-            continue
-        store = build_feature_store(market, train_end, clip=cfg0.data.clip)
+    for fold in folds:
+        cfg0, market, store, costs = _setup(args, fold[0])
         rf_all, rf_label = risk_free_series(store, cfg0.data, 365)
-        fold: dict[str, Any] = {"train": f"{cfg0.data.start}..{train_end}", "validate": f"{val_start}..{val_end}",
-                                "strategies": {s: {} for s in strategies}}
-
-        def evaluate(agent: Any, name: str, seed: int, store=store, span=(val_start, val_end), rf_all=rf_all,
-                     fold=fold) -> None:
-            env = CryptoHedgeFundEnv.from_store(store, cfg0.env, span[0], span[1], costs)
-            res = run_episode(env, torch_policy(agent.policy_module()), name, name)
-            fold["strategies"][name][str(seed)] = row(res, rf_all[np.searchsorted(store.dates, res.dates)], store)
-
-        for seed in args.seeds:
-            cfg = load_experiment(args.config, {**OVERRIDES, "data.source": "csv", "data.data_dir": args.data_dir,
-                                                "data.train_end": train_end, "training.seed": seed})
-            env = BatchedHedgeFundEnv(store, cfg.env, cfg.training.n_envs, end=train_end, costs_bps=costs)
-            layout = ObsLayout.from_dict(env.obs_layout)
-            agent = make_agent(cfg, layout)
-            t0 = time.perf_counter()
-            agent.train(env, args.ppo_steps)
-            fold.setdefault("seconds", {}).setdefault("ppo", []).append(time.perf_counter() - t0)
-            evaluate(agent, "ppo", seed)
-            for v in variants:
-                pg_cfg = PortfolioGradientConfig(steps=args.pg_steps, batch_days=args.pg_batch, rollout=args.pg_rollout,
-                                                 learning_rate=args.pg_lr, seed=seed,
-                                                 turnover_penalty=args.turnover_penalty,
-                                                 holdout_days=args.holdout_days, feature_noise=args.feature_noise,
-                                                 weight_decay=args.weight_decay,
-                                                 downside=args.downside if v == "pg_risk" else 0.0)
-                agent = make_agent(cfg, layout)
-                t0 = time.perf_counter()
-                hist = warm_start(agent, env.core, pg_cfg)
-                fold.setdefault("seconds", {}).setdefault(v, []).append(time.perf_counter() - t0)
-                fold.setdefault("pg_history", {})[f"{v}/{seed}"] = {
-                    k: [float(np.mean(h[i:i + 25])) for i in range(0, len(h), 25)] if k in ("objective", "log_growth", "cash")
-                    else h for k, h in hist.items()}
-                evaluate(agent, v, seed)
-                t0 = time.perf_counter()
-                agent.train(BatchedHedgeFundEnv(store, cfg.env, cfg.training.n_envs, end=train_end, costs_bps=costs),
-                            args.ppo_steps)
-                fold["seconds"].setdefault(f"{v}+ppo", []).append(time.perf_counter() - t0)
-                evaluate(agent, f"{v}+ppo", seed)
-            print(f"fold {val_start[:4]} seed {seed} done at {time.perf_counter() - t_start:.0f} s", flush=True)
-        for res in run_benchmarks(store, cfg0.env, EvaluationConfig(), rf_all, val_start, val_end, costs,
+        entry: dict[str, Any] = {"train": f"{cfg0.data.start}..{fold[0]}", "validate": f"{fold[1]}..{fold[2]}",
+                                 "risk_free": rf_label, "strategies": {s: {} for s in strategies},
+                                 "seconds": {}, "pg_history": {}}
+        for (f, seed), out in zip(jobs, done):
+            if f != fold:
+                continue
+            for name, metrics in out["strategies"].items():
+                entry["strategies"][name][str(seed)] = metrics
+            for name, sec in out["seconds"].items():
+                entry["seconds"].setdefault(name, []).append(sec)
+            for name, hist in out["pg_history"].items():
+                entry["pg_history"][f"{name}/{seed}"] = hist
+        for res in run_benchmarks(store, cfg0.env, EvaluationConfig(), rf_all, fold[1], fold[2], costs,
                                   names=["equal_weight", "vol_target"]):
-            fold["strategies"][res.name] = {"-": row(res, rf_all[np.searchsorted(store.dates, res.dates)], store)}
-        fold["risk_free"] = rf_label
-        results["folds"].append(fold)
+            entry["strategies"][res.name] = {"-": row(res, rf_all[np.searchsorted(store.dates, res.dates)], store)}
+        results["folds"].append(entry)
 
     keys = ("sharpe", "max_drawdown", "active_share", "regime_response", "turnover", "safe_share")
     head = f"{'fold':>5} {'strategy':<14}" + "".join(f"{k:>16}" for k in keys)
