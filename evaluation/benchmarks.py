@@ -19,6 +19,12 @@ The rules (``BENCHMARKS``):
   those with a positive return; cash when none.
 - ``risk_parity``: inverse-volatility weights.
 - ``btc_bh``: all in BTC-USD, bought once and held.
+- ``vol_target``: equal weight with the risky sleeve (every candidate but the T-bill leg) scaled down to
+  ``vol_target`` annual volatility (trailing realised volatility of the sleeve), the rest in the T-bill
+  leg ``tbill`` up to the cap, then cash (:func:`rule_vol_target`).
+- ``olmar``, ``pamr``, ``ons``, ``anticor``: on-line portfolio selection (``evaluation.olps``), each
+  replayed from uniform over the trailing ``lookback`` days, so the day-t portfolio is a function of
+  that window only.
 
 Estimators use the last ``lookback`` days and only assets listed for the whole window. Weights above
 ``max_weight`` are capped and the excess is spread over the uncapped assets in proportion to their
@@ -35,7 +41,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
+from data.config import DataConfig
 from data.market import DataError
+from data.universe import calendar_of
+from evaluation import olps
+from evaluation.performance_metrics import periods_per_year
 
 #: Ticker held by the single-asset buy-and-hold benchmark.
 BTC_TICKER = "BTC-USD"
@@ -54,6 +64,8 @@ class EvaluationConfig:
     - ``seed``: bootstrap seed.
     - ``optimiser``: ``"skfolio"`` (default, ``MeanRisk`` with the Clarabel conic solver) or ``"scipy"``
       (SLSQP with analytic gradients, several times faster; the two agree, see the tests).
+    - ``vol_target``: annual volatility target of ``vol_target`` (decimal); ``tbill``: its T-bill leg
+      (default: the data section's default ``risk_free`` ticker).
     """
 
     lookback: int = 60
@@ -65,6 +77,8 @@ class EvaluationConfig:
     bootstrap_block: float = 0.0
     seed: int = 0
     optimiser: str = "skfolio"
+    vol_target: float = 0.20
+    tbill: str = DataConfig.risk_free
 
     def __post_init__(self) -> None:
         if self.lookback < 5:
@@ -79,6 +93,8 @@ class EvaluationConfig:
             raise DataError(f"evaluation.n_boot must be at least 10, got {self.n_boot}")
         if self.optimiser not in ("skfolio", "scipy"):
             raise DataError(f"evaluation.optimiser must be 'skfolio' or 'scipy', got '{self.optimiser}'")
+        if not self.vol_target > 0:
+            raise DataError(f"evaluation.vol_target must be positive, got {self.vol_target}")
         unknown = [b for b in (self.benchmarks or []) if b not in BENCHMARKS]
         if unknown:
             raise DataError(f"unknown benchmark '{unknown[0]}'; expected one of {', '.join(BENCHMARKS)}")
@@ -251,15 +267,50 @@ def rule_risk_parity(history, candidates, rf, cfg, max_weight):
     return cap_weights(inv, max_weight)
 
 
+def rule_vol_target(history, candidates, rf, cfg, max_weight, tickers=()):
+    """Equal weight, the sleeve without the T-bill leg scaled by ``min(1, vol_target / vol)``.
+
+    ``vol``: annualised sample volatility (ddof=1) of the sleeve's daily return ``history @ sleeve``
+    over the trailing window (``periods_per_year`` of ``tickers``' calendars). What the scaling frees
+    goes to the T-bill leg ``cfg.tbill`` (when a candidate) up to ``max_weight``, the rest to cash.
+    """
+    w = rule_equal_weight(history, candidates, rf, cfg, max_weight)
+    tbill = [i for i, tk in enumerate(tickers) if tk == cfg.tbill and candidates[i]]
+    sleeve = w.copy()
+    sleeve[tbill] = 0.0
+    if history.shape[0] < 2 or not sleeve.any():
+        return w
+    periods = periods_per_year([calendar_of(tk) for tk in tickers]) if tickers else 365
+    vol = float(np.std(history @ sleeve, ddof=1)) * np.sqrt(periods)
+    scale = min(1.0, cfg.vol_target / vol) if vol > 0 else 1.0
+    out = scale * sleeve
+    if tbill:
+        out[tbill[0]] = min(max_weight, w[tbill[0]] + (1.0 - scale) * float(sleeve.sum()))
+    return out
+
+
+def _olps(name: str) -> Rule:
+    def rule(history, candidates, rf, cfg, max_weight):
+        if not candidates.any() or history.shape[0] < 1:
+            return rule_equal_weight(history, candidates, rf, cfg, max_weight)
+        b = olps.olps_weights(olps.ALGORITHMS[name], 1.0 + history[:, candidates])[-1]
+        return cap_weights(_on(candidates, b), max_weight)
+
+    rule.__doc__ = f"``evaluation.olps`` {name} replayed over the candidates' trailing relatives (capped)."
+    return rule
+
+
 @dataclass(frozen=True)
 class Benchmark:
-    """A named rule. ``buy_and_hold``: trade once, then hold (cap lifted); else rebalance periodically."""
+    """A named rule. ``buy_and_hold``: trade once, then hold (cap lifted); else rebalance periodically.
+    ``needs_tickers``: the rule also takes ``tickers=`` (the universe's ticker tuple)."""
 
     name: str
     label: str
     rule: Rule
     buy_and_hold: bool = False
     uses_history: bool = True
+    needs_tickers: bool = False
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -273,6 +324,11 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("momentum", "30-day momentum", rule_momentum),
         Benchmark("risk_parity", "Inverse-vol risk parity", rule_risk_parity),
         Benchmark("btc_bh", "BTC buy & hold", rule_equal_weight, True, False),
+        Benchmark("vol_target", "Vol-targeted equal weight", rule_vol_target, needs_tickers=True),
+        Benchmark("olmar", "OLMAR", _olps("olmar")),
+        Benchmark("pamr", "PAMR", _olps("pamr")),
+        Benchmark("ons", "ONS", _olps("ons")),
+        Benchmark("anticor", "Anticor", _olps("anticor")),
     )
 }
 
@@ -311,7 +367,10 @@ def benchmark_target(
     cap = 1.0 if bench.buy_and_hold else max_weight
     cand = candidates_at(name, t, listed, tickers, cfg.lookback)
     history = returns[max(t - cfg.lookback, 0) : t]
-    risky = bench.rule(history, cand, rf, cfg, cap)
+    if bench.needs_tickers:
+        risky = bench.rule(history, cand, rf, cfg, cap, tickers=tuple(tickers))
+    else:
+        risky = bench.rule(history, cand, rf, cfg, cap)
     out = np.zeros(returns.shape[1] + 1)
     out[:-1] = risky
     out[-1] = max(1.0 - float(risky.sum()), 0.0)

@@ -1,0 +1,282 @@
+"""Real-data study: does a portfolio-gradient warm start make PPO-Transformer learn something?
+
+REAL DATA: the paper universe (configs/paper.yaml; tickers the CSVs lack are dropped and reported) from the
+yfinance-style CSVs in ``../shared/data/market`` (``--source csv``). Validation folds only, never data after
+2023-12-31: train on 2019-01-01..2021-12-31 and validate 2022, then train to 2022-12-31 and validate 2023
+(the feature normalisation is refit on each fold's training span). Small sizes that fit a shared 2-core
+machine (window 30, d_model 32, one day layer, ``--ppo-steps`` PPO env steps).
+
+Strategies per fold and seed:
+
+- ``ppo``: PPO from its initialisation (uniform weights) for ``--ppo-steps``;
+- ``pg``: the actor trained by ``agents.portfolio_gradient.warm_start`` only (gradient ascent on the exact
+  daily log growth net of costs, on the training span);
+- ``pg+ppo``: the same warm start, then PPO for ``--ppo-steps`` (critic and exploration std untouched);
+- ``pg_risk`` / ``pg_risk+ppo``: the warm start with a downside penalty (``--downside``);
+
+against ``equal_weight`` (rebalanced weekly) and ``vol_target`` (equal weight at a 20% annual volatility
+target, the rest in BIL), all stepped through ``CryptoHedgeFundEnv`` with the run's costs.
+
+Columns: Sharpe of the daily excess return over the T-bill leg (BIL), annualised over 365 days; max
+drawdown; ``active_share`` = mean over days of 0.5 * sum |w - w_ew| (w_ew = 1/k on the k listed assets,
+cash 0, post-trade weights); ``regime_response`` = stable+cash share of NAV on the top-decile days of the
+trailing 20-day volatility of the equal-weight risky (non-stable) return minus the share on the other
+days; mean daily turnover; mean cash+stable share. (The two diagnostics are computed here; the metrics
+module of issue 14 item 1 defines them for the backtester -- swap these for its functions once merged.)
+
+    python benchmarks/study_portfolio_gradient.py [--final] [--seeds 0 1] [--ppo-steps 4096] [--pg-steps 300] ...
+
+``--final`` reruns the committed final configuration (``FINAL_ARGS``: 2 folds x 2 seeds as 4 parallel jobs; see
+the JSON's ``minutes`` for how long it took on a loaded 2-core machine).
+
+Writes ``benchmarks/results/study_portfolio_gradient.json`` and prints the table. Every configuration
+evaluated on the validation folds (including those tried while developing, listed in ``TRIED``) is counted
+in ``n_configurations``: use it for a deflated Sharpe.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from bench_common import DEFAULT_DATA_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+OVERRIDES: dict[str, Any] = {
+    "env.window": 30,
+    "agent.ppo.d_model": 32,
+    "agent.ppo.n_heads": 4,
+    "agent.ppo.day_layers": 1,
+    "agent.ppo.asset_layers": 1,
+    "agent.ppo.dim_feedforward": 64,
+    "agent.ppo.n_steps": 128,
+    "agent.ppo.batch_size": 128,
+    "agent.ppo.n_epochs": 4,
+    "training.n_envs": 4,
+    "data.start": "2019-01-01",
+}
+FOLDS = (("2021-12-31", "2022-01-01", "2022-12-31"), ("2022-12-31", "2023-01-01", "2023-12-31"))
+#: Configurations evaluated on the validation folds while developing this study, before the final run
+#: (name: what differed). Counted in ``n_configurations`` with the strategies of the final run.
+TRIED: dict[str, str] = {
+    "timing/pg": "pg, 20 steps, fold 2022 seed 0 (a timing run)",
+    "timing/pg+ppo": "the same + 512 PPO steps",
+    "plain/pg": "pg, 500 steps, batch 32, lr 1e-3, no turnover penalty, no holdout, no noise (seed 0, both folds)",
+    "plain/pg+ppo": "the same + 4096 PPO steps",
+    "plain/pg_risk": "the same with downside 5",
+    "plain/pg_risk+ppo": "the same + 4096 PPO steps",
+    "holdout/pg": "pg, 500 steps, batch 32, lr 1e-3, turnover penalty 0.005, holdout 180 days (seed 0)",
+    "holdout/pg+ppo": "the same + 4096 PPO steps",
+    "holdout/pg_risk": "the same with downside 5",
+    "holdout/pg_risk+ppo": "the same + 4096 PPO steps",
+    "smoke/pg": "pg, 3 steps, holdout 30 days, 256 PPO steps, fold 2022 (a smoke test of the parallel jobs)",
+    "smoke/pg+ppo": "the same + 256 PPO steps",
+}
+#: The settings of the final run (the third set tried: the second plus noise, weight decay, batch 64, lr 3e-4).
+FINAL_ARGS = ("--seeds 0 1 --workers 4 --ppo-steps 4096 --pg-steps 400 --pg-batch 64 --pg-lr 3e-4 --downside 5 "
+              "--turnover-penalty 0.005 --holdout-days 180 --feature-noise 0.5 --weight-decay 0.01")
+
+
+def diagnostics(weights: np.ndarray, days: np.ndarray, store: Any) -> dict[str, float]:
+    """``active_share``, ``regime_response``, ``safe_share`` of post-trade ``weights`` (T, N+1) on ``days`` (T,)."""
+    listed = store.listed[days]
+    ew = np.zeros_like(weights)
+    ew[:, :-1] = listed / np.maximum(listed.sum(axis=1, keepdims=True), 1)
+    active = 0.5 * np.abs(weights - ew).sum(axis=1).mean()
+    stable = np.array([c == "stable" for c in store.categories])
+    safe = weights[:, :-1][:, stable].sum(axis=1) + weights[:, -1]
+    # trailing 20-day volatility of the equal-weight risky return, known at each decision's close
+    risky = store.listed & ~stable
+    ew_ret = (store.returns * risky).sum(axis=1) / np.maximum(risky.sum(axis=1), 1)
+    vol = np.array([ew_ret[max(d - 20, 0):d].std() if d >= 2 else 0.0 for d in days])
+    top = vol >= np.quantile(vol, 0.9)
+    response = float(safe[top].mean() - safe[~top].mean()) if top.any() and (~top).any() else 0.0
+    return {"active_share": float(active), "regime_response": response, "safe_share": float(safe.mean())}
+
+
+def row(result: Any, rf: np.ndarray, store: Any) -> dict[str, float]:
+    from evaluation import performance_metrics as pm
+
+    days = np.searchsorted(store.dates, result.dates)
+    out = {"sharpe": float(pm.sharpe_ratio(result.returns, rf, 365)),
+           "max_drawdown": float(pm.max_drawdown(result.returns)),
+           "total_return": float(np.prod(1.0 + result.returns) - 1.0),
+           "turnover": float(result.turnover.mean())}
+    out.update(diagnostics(result.weights, days, store))
+    return out
+
+
+def _setup(args: argparse.Namespace, train_end: str) -> tuple[Any, Any, Any, Any]:
+    """(config, market, feature store refit to ``train_end``, costs) for one fold."""
+    from data.data_loader import load_market
+    from data.feature_engineering import build_feature_store
+    from training.config import costs_of, load_experiment
+
+    cfg = load_experiment(args.config, {**OVERRIDES, "data.source": "csv", "data.data_dir": args.data_dir,
+                                        "data.train_end": train_end})
+    market = load_market(cfg.data, source="csv", data_dir=args.data_dir, verbose=False)
+    return cfg, market, build_feature_store(market, train_end, clip=cfg.data.clip), costs_of(cfg)
+
+
+def run_job(args: argparse.Namespace, fold: tuple[str, str, str], seed: int) -> dict[str, Any]:
+    """Every agent strategy of one fold and seed: ``{"strategies": {name: metrics}, "seconds", "pg_history"}``."""
+    import torch
+
+    from agents.common import ObsLayout
+    from agents.portfolio_gradient import PortfolioGradientConfig, warm_start
+    from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
+    from environments.vector_env import BatchedHedgeFundEnv
+    from evaluation.backtester import risk_free_series, run_episode, torch_policy
+    from training.config import load_experiment
+    from training.train import make_agent
+
+    torch.set_num_threads(1)
+    train_end, val_start, val_end = fold
+    cfg0, _, store, costs = _setup(args, train_end)
+    rf_all, _ = risk_free_series(store, cfg0.data, 365)
+    out: dict[str, Any] = {"strategies": {}, "seconds": {}, "pg_history": {}}
+
+    def evaluate(agent: Any, name: str) -> None:
+        env = CryptoHedgeFundEnv.from_store(store, cfg0.env, val_start, val_end, costs)
+        res = run_episode(env, torch_policy(agent.policy_module()), name, name)
+        out["strategies"][name] = row(res, rf_all[np.searchsorted(store.dates, res.dates)], store)
+
+    def ppo(agent: Any, name: str) -> None:
+        t0 = time.perf_counter()
+        agent.train(BatchedHedgeFundEnv(store, cfg.env, cfg.training.n_envs, end=train_end, costs_bps=costs),
+                    args.ppo_steps)
+        out["seconds"][name] = time.perf_counter() - t0
+        evaluate(agent, name)
+
+    cfg = load_experiment(args.config, {**OVERRIDES, "data.source": "csv", "data.data_dir": args.data_dir,
+                                        "data.train_end": train_end, "training.seed": seed})
+    env = BatchedHedgeFundEnv(store, cfg.env, cfg.training.n_envs, end=train_end, costs_bps=costs)
+    layout = ObsLayout.from_dict(env.obs_layout)
+    ppo(make_agent(cfg, layout), "ppo")
+    for v in variants_of(args):
+        pg_cfg = PortfolioGradientConfig(steps=args.pg_steps, batch_days=args.pg_batch, rollout=args.pg_rollout,
+                                         learning_rate=args.pg_lr, seed=seed, turnover_penalty=args.turnover_penalty,
+                                         holdout_days=args.holdout_days, feature_noise=args.feature_noise,
+                                         weight_decay=args.weight_decay,
+                                         downside=args.downside if v == "pg_risk" else 0.0)
+        agent = make_agent(cfg, layout)
+        t0 = time.perf_counter()
+        hist = warm_start(agent, env.core, pg_cfg)
+        out["seconds"][v] = time.perf_counter() - t0
+        out["pg_history"][v] = {k: [float(np.mean(h[i:i + 25])) for i in range(0, len(h), 25)]
+                                if k in ("objective", "log_growth", "cash") else h for k, h in hist.items()}
+        evaluate(agent, v)
+        ppo(agent, f"{v}+ppo")
+    print(f"fold {val_start[:4]} seed {seed} done", flush=True)
+    return out
+
+
+def variants_of(args: argparse.Namespace) -> list[str]:
+    return ["pg"] + (["pg_risk"] if args.downside > 0 else [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Portfolio-gradient warm start vs PPO on real data (validation folds).")
+    p.add_argument("--config", default=str(ROOT / "configs" / "paper.yaml"))
+    p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--ppo-steps", type=int, default=4096)
+    p.add_argument("--pg-steps", type=int, default=300)
+    p.add_argument("--pg-batch", type=int, default=32)
+    p.add_argument("--pg-rollout", type=int, default=4)
+    p.add_argument("--pg-lr", type=float, default=1e-3)
+    p.add_argument("--downside", type=float, default=0.0, help="> 0 adds the pg_risk strategies")
+    p.add_argument("--turnover-penalty", type=float, default=0.0, help="extra training cost per unit turnover")
+    p.add_argument("--holdout-days", type=int, default=0, help="early stopping on the training span's last days")
+    p.add_argument("--feature-noise", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--folds", type=int, nargs="+", default=[2022, 2023])
+    p.add_argument("--results-name", default="study_portfolio_gradient")
+    p.add_argument("--workers", type=int, default=2, help="(fold, seed) jobs run in parallel processes")
+    p.add_argument("--final", action="store_true", help="the final configuration (FINAL_ARGS)")
+    args = p.parse_args(argv)
+    if args.final:
+        given = sys.argv[1:] if argv is None else list(argv)
+        args = p.parse_args(FINAL_ARGS.split() + [a for a in given if a != "--final"])
+
+    from concurrent.futures import ProcessPoolExecutor
+
+    from evaluation.backtester import risk_free_series, run_benchmarks
+    from evaluation.benchmarks import EvaluationConfig
+
+    t_start = time.perf_counter()
+    folds = [f for f in FOLDS if int(f[1][:4]) in args.folds]
+    strategies = ["ppo"] + [s for v in variants_of(args) for s in (v, f"{v}+ppo")]
+    jobs = [(f, seed) for f in folds for seed in args.seeds]
+    with ProcessPoolExecutor(max_workers=max(1, min(args.workers, len(jobs)))) as pool:
+        futures = [pool.submit(run_job, args, f, seed) for f, seed in jobs]
+        done = [fut.result() for fut in futures]
+    results: dict[str, Any] = {"folds": []}
+    for fold in folds:
+        cfg0, market, store, costs = _setup(args, fold[0])
+        rf_all, rf_label = risk_free_series(store, cfg0.data, 365)
+        entry: dict[str, Any] = {"train": f"{cfg0.data.start}..{fold[0]}", "validate": f"{fold[1]}..{fold[2]}",
+                                 "risk_free": rf_label, "strategies": {s: {} for s in strategies},
+                                 "seconds": {}, "pg_history": {}}
+        for (f, seed), out in zip(jobs, done):
+            if f != fold:
+                continue
+            for name, metrics in out["strategies"].items():
+                entry["strategies"][name][str(seed)] = metrics
+            for name, sec in out["seconds"].items():
+                entry["seconds"].setdefault(name, []).append(sec)
+            for name, hist in out["pg_history"].items():
+                entry["pg_history"][f"{name}/{seed}"] = hist
+        for res in run_benchmarks(store, cfg0.env, EvaluationConfig(), rf_all, fold[1], fold[2], costs,
+                                  names=["equal_weight", "vol_target"]):
+            entry["strategies"][res.name] = {"-": row(res, rf_all[np.searchsorted(store.dates, res.dates)], store)}
+        results["folds"].append(entry)
+
+    keys = ("sharpe", "max_drawdown", "active_share", "regime_response", "turnover", "safe_share")
+    head = f"{'fold':>5} {'strategy':<14}" + "".join(f"{k:>16}" for k in keys)
+    lines = [head, "-" * len(head)]
+    for fold in results["folds"]:
+        for name, per_seed in fold["strategies"].items():
+            vals = {k: np.array([m[k] for m in per_seed.values()]) for k in keys}
+            cells = "".join(f"{v.mean():>10.3f}±{v.std(ddof=1) if v.size > 1 else 0.0:<5.3f}" for v in vals.values())
+            lines.append(f"{fold['validate'][:4]:>5} {name:<14}{cells}")
+            fold["strategies"][name]["mean"] = {k: float(v.mean()) for k, v in vals.items()}
+    table = "\n".join(lines)
+    results.update({
+        "data": f"REAL data: yfinance-style CSVs in {args.data_dir} (not synthetic)",
+        "span": f"{cfg0.data.start}..{FOLDS[-1][2]} (validation folds only; nothing after 2023-12-31)",
+        "tickers": list(store.tickers), "categories": list(store.categories),
+        "settings": {"overrides": OVERRIDES, "ppo_steps": args.ppo_steps, "pg_steps": args.pg_steps,
+                     "pg_batch": args.pg_batch, "pg_rollout": args.pg_rollout, "pg_lr": args.pg_lr,
+                     "downside": args.downside, "turnover_penalty": args.turnover_penalty,
+                     "holdout_days": args.holdout_days, "feature_noise": args.feature_noise,
+                     "weight_decay": args.weight_decay, "seeds": args.seeds},
+        "tried_before": TRIED,
+        "n_configurations": len(TRIED) + len(strategies),
+        "table": table, "minutes": (time.perf_counter() - t_start) / 60,
+    })
+    print(table)
+    print(f"{results['data']}; {results['span']}; {results['n_configurations']} configurations counted; "
+          f"{results['minutes']:.1f} min")
+    out = ROOT / "benchmarks" / "results" / f"{args.results_name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(out)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
