@@ -332,7 +332,7 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = args.data_dir if args.source == "csv" else None
     store = build_store(experiment.data, args.source, data_dir, manifest)
     context = MarketContext.from_store(store, experiment.data)
-    eval_cfg = dataclasses.replace(load_eval_config(experiment.extra), n_boot=args.n_boot)
+    eval_cfg = dataclasses.replace(load_eval_config(experiment.extra, experiment.data), n_boot=args.n_boot)
     tickers = tuple(store.tickers)
     spans, report_spans = {}, {}
     with threadpool_limits(limits=1):

@@ -21,8 +21,8 @@ Columns: Sharpe of the daily excess return over the T-bill leg (BIL), annualised
 drawdown; ``active_share`` = mean over days of 0.5 * sum |w - w_ew| (w_ew = 1/k on the k listed assets,
 cash 0, post-trade weights); ``regime_response`` = stable+cash share of NAV on the top-decile days of the
 trailing 20-day volatility of the equal-weight risky (non-stable) return minus the share on the other
-days; mean daily turnover; mean cash+stable share. (The two diagnostics are computed here; the metrics
-module of issue 14 item 1 defines them for the backtester -- swap these for its functions once merged.)
+days; mean daily turnover; mean cash+stable share. Every measure comes from ``training.metrics`` through
+the backtester's ``MarketContext`` (the same numbers a backtest report shows).
 
     python benchmarks/study_portfolio_gradient.py [--final] [--seeds 0 1] [--ppo-steps 4096] [--pg-steps 300] ...
 
@@ -88,33 +88,16 @@ FINAL_ARGS = ("--seeds 0 1 --workers 4 --ppo-steps 4096 --pg-steps 400 --pg-batc
               "--turnover-penalty 0.005 --holdout-days 180 --feature-noise 0.5 --weight-decay 0.01")
 
 
-def diagnostics(weights: np.ndarray, days: np.ndarray, store: Any) -> dict[str, float]:
-    """``active_share``, ``regime_response``, ``safe_share`` of post-trade ``weights`` (T, N+1) on ``days`` (T,)."""
-    listed = store.listed[days]
-    ew = np.zeros_like(weights)
-    ew[:, :-1] = listed / np.maximum(listed.sum(axis=1, keepdims=True), 1)
-    active = 0.5 * np.abs(weights - ew).sum(axis=1).mean()
-    stable = np.array([c == "stable" for c in store.categories])
-    safe = weights[:, :-1][:, stable].sum(axis=1) + weights[:, -1]
-    # trailing 20-day volatility of the equal-weight risky return, known at each decision's close
-    risky = store.listed & ~stable
-    ew_ret = (store.returns * risky).sum(axis=1) / np.maximum(risky.sum(axis=1), 1)
-    vol = np.array([ew_ret[max(d - 20, 0):d].std() if d >= 2 else 0.0 for d in days])
-    top = vol >= np.quantile(vol, 0.9)
-    response = float(safe[top].mean() - safe[~top].mean()) if top.any() and (~top).any() else 0.0
-    return {"active_share": float(active), "regime_response": response, "safe_share": float(safe.mean())}
+def row(result: Any, context: Any) -> dict[str, float]:
+    """Every ``training.metrics`` measure of one strategy through the backtester's ``MarketContext`` (the one
+    definition of Sharpe, drawdown, ``active_share``, ``regime_response``...), plus ``safe_share``: the mean
+    stable + cash share of NAV."""
+    from training import metrics as M
+    from training.rollout import strategy_metrics
 
-
-def row(result: Any, rf: np.ndarray, store: Any) -> dict[str, float]:
-    from evaluation import performance_metrics as pm
-
-    days = np.searchsorted(store.dates, result.dates)
-    out = {"sharpe": float(pm.sharpe_ratio(result.returns, rf, 365)),
-           "max_drawdown": float(pm.max_drawdown(result.returns)),
-           "total_return": float(np.prod(1.0 + result.returns) - 1.0),
-           "turnover": float(result.turnover.mean())}
-    out.update(diagnostics(result.weights, days, store))
-    return out
+    by_cat = M.weight_by_category(result.weights, context.categories)
+    safe = by_cat.get("stable", 0.0) + by_cat["cash"]
+    return {**strategy_metrics(result, context), "safe_share": float(np.mean(safe))}
 
 
 def _setup(args: argparse.Namespace, train_end: str) -> tuple[Any, Any, Any, Any]:
@@ -137,20 +120,21 @@ def run_job(args: argparse.Namespace, fold: tuple[str, str, str], seed: int) -> 
     from agents.portfolio_gradient import PortfolioGradientConfig, warm_start
     from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
     from environments.vector_env import BatchedHedgeFundEnv
-    from evaluation.backtester import risk_free_series, run_episode, torch_policy
+    from evaluation.backtester import run_episode, torch_policy
     from training.config import load_experiment
+    from training.rollout import MarketContext
     from training.train import make_agent
 
     torch.set_num_threads(1)
     train_end, val_start, val_end = fold
     cfg0, _, store, costs = _setup(args, train_end)
-    rf_all, _ = risk_free_series(store, cfg0.data, 365)
+    context = MarketContext.from_store(store, cfg0.data)
     out: dict[str, Any] = {"strategies": {}, "seconds": {}, "pg_history": {}}
 
     def evaluate(agent: Any, name: str) -> None:
         env = CryptoHedgeFundEnv.from_store(store, cfg0.env, val_start, val_end, costs)
         res = run_episode(env, torch_policy(agent.policy_module()), name, name)
-        out["strategies"][name] = row(res, rf_all[np.searchsorted(store.dates, res.dates)], store)
+        out["strategies"][name] = row(res, context)
 
     def ppo(agent: Any, name: str) -> None:
         t0 = time.perf_counter()
@@ -212,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from concurrent.futures import ProcessPoolExecutor
 
-    from evaluation.backtester import risk_free_series, run_benchmarks
+    from evaluation.backtester import run_benchmarks
     from evaluation.benchmarks import EvaluationConfig
+    from training.rollout import MarketContext
 
     t_start = time.perf_counter()
     folds = [f for f in FOLDS if int(f[1][:4]) in args.folds]
@@ -225,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"folds": []}
     for fold in folds:
         cfg0, market, store, costs = _setup(args, fold[0])
-        rf_all, rf_label = risk_free_series(store, cfg0.data, 365)
+        context = MarketContext.from_store(store, cfg0.data)
         entry: dict[str, Any] = {"train": f"{cfg0.data.start}..{fold[0]}", "validate": f"{fold[1]}..{fold[2]}",
-                                 "risk_free": rf_label, "strategies": {s: {} for s in strategies},
+                                 "risk_free": context.risk_free_label, "strategies": {s: {} for s in strategies},
                                  "seconds": {}, "pg_history": {}}
         for (f, seed), out in zip(jobs, done):
             if f != fold:
@@ -238,9 +223,10 @@ def main(argv: list[str] | None = None) -> int:
                 entry["seconds"].setdefault(name, []).append(sec)
             for name, hist in out["pg_history"].items():
                 entry["pg_history"][f"{name}/{seed}"] = hist
-        for res in run_benchmarks(store, cfg0.env, EvaluationConfig(), rf_all, fold[1], fold[2], costs,
+        eval_cfg = EvaluationConfig(tbill=cfg0.data.risk_free)
+        for res in run_benchmarks(store, cfg0.env, eval_cfg, context.risk_free, fold[1], fold[2], costs,
                                   names=["equal_weight", "vol_target"]):
-            entry["strategies"][res.name] = {"-": row(res, rf_all[np.searchsorted(store.dates, res.dates)], store)}
+            entry["strategies"][res.name] = {"-": row(res, context)}
         results["folds"].append(entry)
 
     keys = ("sharpe", "max_drawdown", "active_share", "regime_response", "turnover", "safe_share")

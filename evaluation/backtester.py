@@ -250,10 +250,14 @@ def build_store(data_cfg: DataConfig, source: str | None, data_dir: str | None,
     return store
 
 
-def load_eval_config(extra: dict[str, Any]) -> EvaluationConfig:
+def load_eval_config(extra: dict[str, Any], data_cfg: Any = None) -> EvaluationConfig:
+    """The YAML's ``evaluation`` section; its T-bill leg (``tbill``, for the vol-targeted benchmark) defaults
+    to the data section's ``risk_free`` ticker when ``data_cfg`` is given and names one."""
     section = extra.get("evaluation") or {}
     if not isinstance(section, dict):
         raise DataError("the 'evaluation' section must be a mapping")
+    if data_cfg is not None and data_cfg.risk_free and "tbill" not in section:
+        section = {**section, "tbill": data_cfg.risk_free}
     return from_mapping(EvaluationConfig, section, "evaluation")
 
 
@@ -392,7 +396,7 @@ def backtest(
 
     t0 = time.perf_counter()
     data_cfg = experiment.data
-    eval_cfg = eval_cfg or load_eval_config(experiment.extra)
+    eval_cfg = eval_cfg or load_eval_config(experiment.extra, experiment.data)
     load_cfg = extended_data_config(data_cfg, end)
     log(f"loading market and features: source={source or data_cfg.source} {load_cfg.start}..{load_cfg.end}")
     data_notes: list[str] = []
@@ -558,9 +562,10 @@ def main(argv: list[str] | None = None) -> int:
                 theirs = run.experiment.data.build_universe().tickers
                 if given is not None and given.data.build_universe().tickers != theirs:
                     raise DataError(f"run directory '{run.path}' is from another universe than config '{config}'")
-            eval_cfg = load_eval_config(given.extra if given else experiment.extra)
+            eval_cfg = load_eval_config(given.extra if given else experiment.extra,
+                                        given.data if given else experiment.data)
         else:
-            experiment, eval_cfg = given, load_eval_config(given.extra)
+            experiment, eval_cfg = given, load_eval_config(given.extra, given.data)
         out = Path(args.out) if args.out else Path("reports") / (runs[0].path.name if runs else "benchmarks")
         backtest(runs, experiment, out, args.start, args.end, args.source, args.data_dir,
                  Path(args.onnx) if args.onnx else None, eval_cfg, tearsheet=not args.no_tearsheet,

@@ -180,6 +180,31 @@ def test_same_seed_gives_bit_identical_policy_and_another_seed_does_not(tmp_path
     assert (tmp_path / "a" / "policy.pth").read_bytes() != (tmp_path / "c" / "policy.pth").read_bytes()
 
 
+def test_warm_start_trains_the_actor_before_ppo_deterministically(tmp_path):
+    from agents.io import load_agent
+    from training.train import build_store, run_training
+
+    warm = {"training.warm_start.steps": 15, "training.warm_start.batch_days": 8, "training.warm_start.rollout": 2}
+    cfg = tiny_cfg(**warm)
+    assert cfg.training.warm_start.steps == 15 and cfg.training.warm_start.rollout == 2
+    store = build_store(cfg)
+    run_training(cfg, tmp_path / "a", store=store, progress=False)
+    run_training(cfg, tmp_path / "b", store=store, progress=False)
+    run_training(tiny_cfg(), tmp_path / "plain", store=store, progress=False)
+    history = json.loads((tmp_path / "a" / "checkpoints" / "warm_start.json").read_text())
+    assert len(history["objective"]) == 15 and all(np.isfinite(history["objective"]))
+    assert (tmp_path / "a" / "policy.pth").read_bytes() == (tmp_path / "b" / "policy.pth").read_bytes()
+    assert (tmp_path / "a" / "policy.pth").read_bytes() != (tmp_path / "plain" / "policy.pth").read_bytes()
+    assert not (tmp_path / "plain" / "checkpoints" / "warm_start.json").exists()
+    # The warm-started actor differs from the plain run's; the critic starts from the same initialisation.
+    a, plain = load_agent(tmp_path / "a").model_state(), load_agent(tmp_path / "plain").model_state()
+    assert any(not torch.equal(a[k], plain[k]) for k in a if k.startswith("actor_head"))
+    with pytest.raises(DataError, match="warm_start pre-trains PPO"):
+        tiny_cfg(**warm, **{"training.algo": "sac"})
+    with pytest.raises(DataError, match="steps"):
+        tiny_cfg(**{"training.warm_start.steps": 0})
+
+
 def test_resume_continues_from_the_checkpoint(tmp_path, capsys):
     from agents.checkpoint import safe_torch_load
     from training.train import build_store, run_training

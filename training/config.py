@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.portfolio_gradient import PortfolioGradientConfig
 from agents.registry import ALGOS, DERIVED_FIELDS, algorithm
 from data.config import DataConfig, from_mapping, load_yaml, to_mapping
 from data.market import DataError
@@ -48,6 +49,10 @@ class TrainingConfig:
     - ``val_years``: walk-forward validation years (fold k trains on ``[data.start, Dec 31 of year-1]`` and
       validates on the year); ``seeds``: the seeds a multi-seed run fans out over.
     - ``torch_threads``: intra-op threads for torch (1 keeps runs bit-reproducible and CI-friendly).
+    - ``warm_start``: optional ``agents.portfolio_gradient.PortfolioGradientConfig`` mapping (PPO only):
+      before PPO's first update, its actor is trained by gradient ascent on the exact daily log growth net
+      of costs of its weights on the training span (``steps``, ``learning_rate``, ``downside``,
+      ``turnover_penalty``, ``holdout_days``...; its ``seed`` is replaced by ``training.seed``). Absent = off.
     """
 
     algo: str = "ppo"
@@ -60,6 +65,7 @@ class TrainingConfig:
     val_years: list[int] = field(default_factory=list)
     seeds: list[int] = field(default_factory=lambda: [0])
     torch_threads: int = 1
+    warm_start: PortfolioGradientConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -183,7 +189,10 @@ def from_raw(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
     if not data.universe:
         raise DataError(f"{where} is missing the key 'data.universe'")
     env = from_mapping(EnvConfig, env_section(raw["env"]), "env")
-    training = from_mapping(TrainingConfig, raw["training"], "training")
+    try:
+        training = from_mapping(TrainingConfig, raw["training"], "training")
+    except ValueError as err:  # a config dataclass's own range check (e.g. training.warm_start.steps)
+        raise DataError(str(err)) from None
     agent_raw = raw["agent"]
     for algo, params in agent_raw.items():
         if algo not in ALGOS:
@@ -192,6 +201,8 @@ def from_raw(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
             raise DataError(f"agent.{algo} must be a mapping of hyper-parameters")
     if training.algo not in ALGOS:
         raise DataError(f"unknown algorithm '{training.algo}'; expected one of {', '.join(ALGOS)}")
+    if training.warm_start is not None and training.algo != "ppo":
+        raise DataError(f"training.warm_start pre-trains PPO's actor; it does not apply to '{training.algo}'")
     agent = {algo: validate_agent_params(algo, dict(params or {})) for algo, params in agent_raw.items()}
     start = _check_date(data.start, "data.start")
     train_end = _check_date(data.train_end, "data.train_end")

@@ -153,6 +153,20 @@ def check_spans(cfg: ExperimentConfig, store: FeatureStore) -> tuple[int, int]:
     return n_train, n_val
 
 
+def warm_start_actor(agent: Any, env: Any, tc: Any, ckpt_dir: Path) -> None:
+    """``training.warm_start``: train PPO's actor on the exact daily net log growth of its weights over the
+    training env's days (``agents.portfolio_gradient.warm_start``) before PPO's first update; the history goes
+    to ``checkpoints/warm_start.json``."""
+    import dataclasses
+
+    from agents.portfolio_gradient import warm_start
+
+    t0 = time.perf_counter()
+    history = warm_start(agent, env.core, dataclasses.replace(tc.warm_start, seed=tc.seed))
+    print(f"warm start: {tc.warm_start.steps} portfolio-gradient steps in {time.perf_counter() - t0:.1f}s", flush=True)
+    write_json(ckpt_dir / "warm_start.json", history)
+
+
 def make_agent(cfg: ExperimentConfig, layout: Any, device: str = "cpu") -> Any:
     """A fresh agent for ``layout`` (an ``agents.common.ObsLayout``) from the registry, with the typed
     ``cfg.agent_config_for(layout.n_features)`` (window, n_features and seed filled in), on the torch
@@ -405,6 +419,8 @@ def run_training(
         for stale in ("checkpoints", "tb"):
             shutil.rmtree(out / stale, ignore_errors=True)
     ckpt_dir.mkdir(exist_ok=True)
+    if tc.warm_start is not None and not resume:
+        warm_start_actor(agent, env, tc, ckpt_dir)
     write_json(ckpt_dir / "experiment.json", _experiment_record(cfg, store))
     start_step = int(agent.global_step)
     if resume:
