@@ -113,14 +113,36 @@ def _ready() -> bool:
     return True
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: a daemon thread ends the worker once its server process is gone (a server killed
+    with SIGKILL never shuts its pool down, and the orphaned worker would otherwise wait forever)."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 class BigBodyParser:
     """One spawned worker process for big JSON bodies (started at once so the first request is not slow)."""
 
     def __init__(self) -> None:
         import multiprocessing
 
-        self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = self._new_pool(multiprocessing.get_context("spawn"))
         self.pool.submit(_ready)
+
+    @staticmethod
+    def _new_pool(context: Any) -> ProcessPoolExecutor:
+        import os
+
+        return ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_exit_with_parent,
+                                   initargs=(os.getpid(),))
 
     async def parse(self, raw: bytes) -> Any:
         import asyncio
@@ -129,7 +151,7 @@ class BigBodyParser:
         try:
             status, out = await asyncio.get_running_loop().run_in_executor(self.pool, parse_big, raw)
         except BrokenProcessPool:  # the worker died (killed, out of memory): start a new one
-            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=self.pool._mp_context)
+            self.pool = self._new_pool(self.pool._mp_context)
             raise BodyError(503, "the JSON parser restarted; retry the request") from None
         if status != 200:
             raise BodyError(status, out)

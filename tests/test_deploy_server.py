@@ -438,3 +438,30 @@ def test_start_up_refusals_are_one_sentence(server, tmp_path, capsys, monkeypatc
     reg.activate("old")  # the active version's folder is gone: that is fatal, in one sentence
     with pytest.raises(DataError, match="version 'old' is in use but cannot be served"):
         build_state([str(base / "export_b")], ["other"], ServingConfig(), str(tmp_path / "s2"))
+
+
+def test_big_body_worker_ends_when_its_server_is_killed():
+    """A server killed with SIGKILL never shuts its JSON worker pool down; the worker must not outlive it."""
+    import signal
+
+    script = ("import sys, time; sys.path.insert(0, '.'); from deployment.json_body import BigBodyParser; "
+              "p = BigBodyParser(); p.pool.submit(int).result(); print(*p.pool._processes, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline().split()[0])
+        os.kill(worker, 0)  # alive while its server is
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+    def running(pid: int) -> bool:  # a zombie (exited, not yet reaped by init) counts as ended
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and running(worker):
+        time.sleep(0.1)
+    if running(worker):
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the JSON worker outlived its killed server")
