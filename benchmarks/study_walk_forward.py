@@ -41,6 +41,11 @@ import numpy as np
 from bench_common import DEFAULT_DATA_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The benchmarks next to PPO, with their table labels: the classical references and the volatility-targeted
+#: equal weight (the classical rule for the hedging behaviour the agent is meant to learn).
+BENCHMARKS: tuple[tuple[str, str], ...] = (("equal_weight_bh", "equal-weight B&H"), ("equal_weight", "equal weight rebal."), ("vol_target", "vol-target EW 20%"),
+     ("min_variance", "minimum variance"))
+
 STUDY_OVERRIDES: dict[str, Any] = {
     "env.window": 30,
     "agent.ppo.d_model": 32,
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(summary))
 
     market = load_market(cfg.data, source="csv", data_dir=args.data_dir, verbose=False)
-    eval_cfg = EvaluationConfig()
+    eval_cfg = EvaluationConfig(tbill=cfg.data.risk_free or EvaluationConfig.tbill)
     rows, max_gap = [], 0.0
     for fold in expanding_folds(cfg.data.start, cfg.data.end, args.years):
         store = build_feature_store(market, fold.train_end, clip=cfg.data.clip)
@@ -108,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             max_gap = max(max_gap, abs(own - m["sharpe"]))
             entry["ppo"][str(seed)] = m
         for res in run_benchmarks(store, cfg.env, eval_cfg, context.risk_free, fold.val_start, fold.val_end, costs,
-                                  names=["equal_weight_bh", "min_variance"]):
+                                  names=[name for name, _ in BENCHMARKS]):
             entry[res.name] = strategy_metrics(res, context)
         best_seed = summary["folds"][[r["year"] for r in summary["folds"]].index(fold.year)]["best_seed"]
         entry["best_seed"] = best_seed
@@ -118,28 +123,33 @@ def main(argv: list[str] | None = None) -> int:
         a = np.asarray(values, dtype=np.float64)
         return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
-    head = (f"{'fold':>5} {'strategy':<22} {'net Sharpe':>14} {'max DD':>8} {'turnover/d':>10} {'total ret':>10}")
+    head = (f"{'fold':>5} {'strategy':<22} {'net Sharpe':>14} {'max DD':>8} {'turnover/d':>10} {'total ret':>10} "
+            f"{'active sh.':>10} {'regime resp.':>12}")
     lines = [head, "-" * len(head)]
     for e in rows:
         ppo = list(e["ppo"].values())
         s_m, s_s = agg([m["sharpe"] for m in ppo])
         lines.append(f"{e['year']:>5} {'PPO-Transformer (mean)':<22} {s_m:>8.2f}±{s_s:<5.2f} "
                      f"{agg([m['max_drawdown'] for m in ppo])[0]:>8.1%} {agg([m['turnover'] for m in ppo])[0]:>10.4f} "
-                     f"{agg([m['total_return'] for m in ppo])[0]:>10.1%}")
+                     f"{agg([m['total_return'] for m in ppo])[0]:>10.1%} {agg([m['active_share'] for m in ppo])[0]:>10.3f} "
+                     f"{agg([m['regime_response'] for m in ppo])[0]:>+12.3f}")
         b = e["ppo"][str(e["best_seed"])]
         lines.append(f"{'':>5} {'PPO best seed (' + str(e['best_seed']) + ')':<22} {b['sharpe']:>8.2f}{'':<6} "
-                     f"{b['max_drawdown']:>8.1%} {b['turnover']:>10.4f} {b['total_return']:>10.1%}")
-        for name, label in (("equal_weight_bh", "equal-weight B&H"), ("min_variance", "minimum variance")):
+                     f"{b['max_drawdown']:>8.1%} {b['turnover']:>10.4f} {b['total_return']:>10.1%} "
+                     f"{b['active_share']:>10.3f} {b['regime_response']:>+12.3f}")
+        for name, label in BENCHMARKS:
             m = e[name]
             lines.append(f"{'':>5} {label:<22} {m['sharpe']:>8.2f}{'':<6} {m['max_drawdown']:>8.1%} "
-                         f"{m['turnover']:>10.4f} {m['total_return']:>10.1%}")
+                         f"{m['turnover']:>10.4f} {m['total_return']:>10.1%} {m['active_share']:>10.3f} "
+                         f"{m['regime_response']:>+12.3f}")
     overall = {}
-    for key in ("equal_weight_bh", "min_variance"):
+    for key, _ in BENCHMARKS:
         overall[key] = float(np.mean([e[key]["sharpe"] for e in rows]))
     overall["ppo_mean"] = float(np.mean([m["sharpe"] for e in rows for m in e["ppo"].values()]))
     lines.append("-" * len(head))
     lines.append(f"{'all':>5} mean net Sharpe: PPO {overall['ppo_mean']:.2f}, equal-weight B&H "
-                 f"{overall['equal_weight_bh']:.2f}, minimum variance {overall['min_variance']:.2f}; "
+                 f"{overall['equal_weight_bh']:.2f}, EW rebalanced {overall['equal_weight']:.2f}, vol-target "
+                 f"{overall['vol_target']:.2f}, minimum variance {overall['min_variance']:.2f}; "
                  f"PPO minus EW B&H {overall['ppo_mean'] - overall['equal_weight_bh']:+.2f}")
     table = "\n".join(lines)
     print()
