@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full-size", action="store_true", help="use the paper config as is (no STUDY_OVERRIDES)")
     p.add_argument("--out", default=str(ROOT / "runs" / "study_walk_forward"))
     p.add_argument("--results-name", default="study_walk_forward", help="JSON name under benchmarks/results/")
+    p.add_argument("--reuse", action="store_true",
+                   help="evaluate the runs already in --out (its summary.json) instead of training them again")
     args = p.parse_args(argv)
 
     from agents.io import load_agent
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
     from evaluation.backtester import run_benchmarks
     from evaluation.benchmarks import EvaluationConfig
+    from evaluation.significance import sharpe_difference_interval
     from training.config import costs_of, load_experiment
     from training.rollout import MarketContext, run_episode, strategy_metrics, torch_policy
     from training.walk_forward import expanding_folds, format_table, walk_forward
@@ -88,9 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_experiment(args.config, overrides)
     out = Path(args.out)
     t0 = time.perf_counter()
-    summary = walk_forward(cfg, out, args.years, args.seeds, source="csv", data_dir=args.data_dir,
-                           workers=args.workers)
-    train_minutes = (time.perf_counter() - t0) / 60
+    if args.reuse:
+        summary = json.loads((out / "summary.json").read_text())
+        train_minutes = None
+    else:
+        summary = walk_forward(cfg, out, args.years, args.seeds, source="csv", data_dir=args.data_dir,
+                               workers=args.workers)
+        train_minutes = (time.perf_counter() - t0) / 60
     print(format_table(summary))
 
     market = load_market(cfg.data, source="csv", data_dir=args.data_dir, verbose=False)
@@ -103,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         entry: dict[str, Any] = {"year": fold.year, "train": f"{fold.train_start}..{fold.train_end}",
                                  "validate": f"{fold.val_start}..{fold.val_end}",
                                  "risk_free": context.risk_free_label, "ppo": {}}
+        ppo_returns: list[np.ndarray] = []
         for seed in args.seeds:
             run = out / f"fold_{fold.year}" / f"seed_{seed}"
             agent = load_agent(run)
@@ -112,9 +120,15 @@ def main(argv: list[str] | None = None) -> int:
             own = json.loads((run / "validation.json").read_text())["sharpe"]
             max_gap = max(max_gap, abs(own - m["sharpe"]))
             entry["ppo"][str(seed)] = m
+            ppo_returns.append(res.returns)
+        rf = context.risk_free[context.day_index(res.dates)]
+        fund = np.mean(ppo_returns, axis=0) - rf  # the seed-mean fund's daily excess return
+        entry["ci"] = {}
         for res in run_benchmarks(store, cfg.env, eval_cfg, context.risk_free, fold.val_start, fold.val_end, costs,
                                   names=[name for name, _ in BENCHMARKS]):
             entry[res.name] = strategy_metrics(res, context)
+            iv = sharpe_difference_interval(fund, res.returns - rf, context.periods, n_boot=2000, seed=fold.year)
+            entry["ci"][res.name] = {"sharpe_diff": iv.estimate, "low": iv.low, "high": iv.high}
         best_seed = summary["folds"][[r["year"] for r in summary["folds"]].index(fold.year)]["best_seed"]
         entry["best_seed"] = best_seed
         rows.append(entry)
@@ -142,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"{'':>5} {label:<22} {m['sharpe']:>8.2f}{'':<6} {m['max_drawdown']:>8.1%} "
                          f"{m['turnover']:>10.4f} {m['total_return']:>10.1%} {m['active_share']:>10.3f} "
                          f"{m['regime_response']:>+12.3f}")
+        lines.append(f"{'':>5} PPO seed-mean fund minus " + "; ".join(
+            f"{label}: {c['sharpe_diff']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]"
+            for (name, label), c in ((b, e["ci"][b[0]]) for b in BENCHMARKS if b[0] != "min_variance")))
     overall = {}
     for key, _ in BENCHMARKS:
         overall[key] = float(np.mean([e[key]["sharpe"] for e in rows]))
@@ -154,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print()
     print(table)
+    print("(Sharpe differences: paired stationary bootstrap, 2,000 resamples, 95% percentile interval)")
     print(f"\ntraining-layer validation Sharpe vs evaluation-layer re-run: max |difference| {max_gap:.2e}")
-    print(f"{len(args.years) * len(args.seeds)} PPO runs, {args.timesteps} steps each, {train_minutes:.1f} min of training")
+    spent = "reused, not retrained" if train_minutes is None else f"{train_minutes:.1f} min of training"
+    print(f"{len(args.years) * len(args.seeds)} PPO runs, {args.timesteps} steps each, {spent}")
     result = {
         "settings": {"config": args.config, "overrides": overrides, "years": args.years, "seeds": args.seeds,
                      "timesteps": args.timesteps, "workers": args.workers, "train_minutes": train_minutes,

@@ -386,3 +386,13 @@ def test_search_space_follows_the_algorithm_and_encoder():
     assert "agent.ppo.lstm_layers" in keys(**{"agent.ppo.encoder": "lstm"})
     sac = keys(**{"training.algo": "sac"})
     assert "agent.sac.actor_lr" in sac and not any("clip_range" in k for k in sac)
+
+
+def test_every_shipped_config_loads_strictly():
+    paths = sorted((ROOT / "configs").glob("*.yaml"))
+    assert {p.name for p in paths} >= {"quickstart.yaml", "paper.yaml", "paper_best.yaml", "crypto4.yaml"}
+    for path in paths:
+        cfg = load_experiment(str(path), {})
+        assert cfg.data.start < cfg.data.train_end <= cfg.data.end, path.name
+    best = load_experiment(str(ROOT / "configs" / "paper_best.yaml"), {})
+    assert best.data.end == "2023-12-31" and best.data.source == "csv" and best.env.window == 30
