@@ -29,6 +29,7 @@ import numpy as np
 from agents.common import ObsLayout
 from data.market import DataError
 from deployment.risk import CASH, Intervention, RiskConfig, apply_risk
+from deployment.split_export import TorchSplitCalls
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pck", ".dill")
 OHLCV_FIELDS = ("date", "open", "high", "low", "close", "volume")
@@ -130,8 +131,9 @@ class PolicyBackend(Protocol):
     def __call__(self, obs: np.ndarray) -> np.ndarray: ...
 
 
-class TorchBackend:
-    """An in-process ``torch.nn.Module`` (the agent's ``policy_module()``), inference mode."""
+class TorchBackend(TorchSplitCalls):
+    """An in-process ``torch.nn.Module`` (the agent's ``policy_module()``), inference mode; ``market``/``act``
+    (only when ``splits``) come from ``TorchSplitCalls``."""
 
     name = "pytorch"
 
@@ -148,19 +150,6 @@ class TorchBackend:
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
             return self.module(self._torch.from_numpy(np.ascontiguousarray(obs, np.float32))).numpy()
-
-    def market(self, window: np.ndarray) -> Any:
-        """The market latent of one window (W, N, F) (a tensor; only when ``splits``)."""
-        with self._torch.inference_mode():
-            return self.module.market(self._torch.from_numpy(np.ascontiguousarray(window[None], np.float32)))
-
-    def act(self, latent: Any, weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Weights (N+1,) from a market latent, current weights (N+1,) and tradable flags (N,)."""
-        t = self._torch
-        with t.inference_mode():
-            out = self.module.act(latent, t.from_numpy(np.asarray(weights, np.float32)[None]),
-                                  t.from_numpy(np.asarray(mask, np.float32)[None]))
-        return out.numpy()[0]
 
 
 class TorchScriptBackend(TorchBackend):

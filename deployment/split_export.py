@@ -115,7 +115,26 @@ class OnnxSplit:
         return self.act_sess.run(None, feeds)[0][0]
 
 
-class TorchScriptSplit:
+class TorchSplitCalls:
+    """``market``/``act`` calls on a torch module with those two methods (``self.module``, ``self._torch``):
+    the in-process PyTorch backend and the TorchScript split share them."""
+
+    def market(self, window: np.ndarray) -> Any:
+        """The market latent of one window (W, N, F) (a tensor)."""
+        t = self._torch
+        with t.inference_mode():
+            return self.module.market(t.from_numpy(np.ascontiguousarray(window[None], np.float32)))
+
+    def act(self, latent: Any, weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Weights (N+1,) from a market latent, current weights (N+1,) and tradable flags (N,)."""
+        t = self._torch
+        with t.inference_mode():
+            out = self.module.act(latent, t.from_numpy(np.asarray(weights, np.float32)[None]),
+                                  t.from_numpy(np.asarray(mask, np.float32)[None]))
+        return out.numpy()[0]
+
+
+class TorchScriptSplit(TorchSplitCalls):
     """``policy_split.ts`` (traced ``market`` and ``act`` methods)."""
 
     splits = True
@@ -133,15 +152,3 @@ class TorchScriptSplit:
     def load(cls, policy_path: Path) -> TorchScriptSplit | None:
         p = Path(policy_path).parent / SPLIT_TS
         return cls(p) if p.is_file() else None
-
-    def market(self, window: np.ndarray) -> Any:
-        t = self._torch
-        with t.inference_mode():
-            return self.module.market(t.from_numpy(np.ascontiguousarray(window[None], np.float32)))
-
-    def act(self, latent: Any, weights: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        t = self._torch
-        with t.inference_mode():
-            out = self.module.act(latent, t.from_numpy(np.asarray(weights, np.float32)[None]),
-                                  t.from_numpy(np.asarray(mask, np.float32)[None]))
-        return out.numpy()[0]
