@@ -36,8 +36,7 @@ from torch import nn
 
 from agents.common import ObsLayout
 from agents.replay_buffer import IndexReplayBuffer
-
-DAYS_PER_YEAR = 365.0
+from environments.accounting import DAYS_PER_YEAR  # the env's accrual convention for the cash leg
 
 
 @dataclass(frozen=True)
