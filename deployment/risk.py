@@ -187,7 +187,10 @@ def enforce_compliance(
             w[-1] += held - float(scaled.sum())
             w[idx] = scaled
             out.append(Intervention("category_cap", cat, held, ccap, f"category '{cat}' cap {ccap:.2%}"))
-    w[-1] += 1.0 - float(w.sum())  # float rounding only; every step above preserved the sum
+    # Float rounding only (every step above preserved the sum): to cash, or to the largest weight when cash is
+    # at 0 and the residual would make it negative (-2e-16 is still a short position).
+    residual = 1.0 - float(w.sum())
+    w[-1 if cfg.allow_margin or w[-1] + residual >= 0.0 else int(np.argmax(w))] += residual
     return w, out
 
 
