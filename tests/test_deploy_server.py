@@ -63,6 +63,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_server(args: list[str], port: int, timeout_s: float = 30) -> tuple[subprocess.Popen, httpx.Client]:
+    """Start ``deployment/inference_server.py ARGS`` on 127.0.0.1:``port`` and wait for ``/healthz``; returns the
+    process and a client that sends the token. Fails the test (and kills the process) if it does not come up."""
+    proc = subprocess.Popen([sys.executable, "deployment/inference_server.py", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=AUTH)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if client.get("/healthz").status_code == 200:
+                return proc, client
+        except httpx.TransportError:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {proc.stdout.read()}")
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"server did not come up in {timeout_s:.0f} s")
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     torch.set_num_threads(1)
@@ -80,23 +100,9 @@ def server(tmp_path_factory):
                   "retrain_request_file": str(state / "retrain_request.json")}}}))
     port = free_port()
     (base / "token").write_text(TOKEN + "\n")
-    proc = subprocess.Popen(
-        [sys.executable, "deployment/inference_server.py", "--model", str(base / "export_a"), "--port", str(port),
-         "--state-dir", str(state), "--config", str(base / "serve.yaml"), "--token-file", str(base / "token")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=AUTH)
-    for _ in range(300):
-        try:
-            if client.get("/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {proc.stdout.read()}")
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("server did not come up in 30 s")
+    proc, client = launch_server(
+        ["--model", str(base / "export_a"), "--port", str(port), "--state-dir", str(state),
+         "--config", str(base / "serve.yaml"), "--token-file", str(base / "token")], port, timeout_s=30)
     yield {"client": client, "base": base, "state": state, "port": port}
     client.close()
     proc.terminate()

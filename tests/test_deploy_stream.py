@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 from test_deploy_export import DATA, make_run
-from test_deploy_server import AUTH, TOKEN, free_port, serving_export
+from test_deploy_server import TOKEN, free_port, launch_server, serving_export
 
 from data.data_loader import _market_to_frames
 from data.synthetic import generate_market
@@ -65,24 +63,10 @@ def stream(tmp_path_factory):
         "max_asset_weight": 1.0, "breaker_asset_move": 100.0, "breaker_portfolio_move": 100.0,
         "category_caps": {"growth": 1.0, "traditional": 1.0, "stable": 1.0}}}}))
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "deployment/inference_server.py", "--model", str(base / "export"), "--port", str(port),
-         "--backend", "pytorch", "--history", str(base / "csv_hist"), "--token-file", str(base / "token"),
-         "--state-dir", str(base / "state"), "--config", str(base / "serve.yaml")],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=AUTH)
-    for _ in range(600):
-        try:
-            if client.get("/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {proc.stdout.read()}")
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("server did not come up in 60 s")
+    proc, client = launch_server(
+        ["--model", str(base / "export"), "--port", str(port), "--backend", "pytorch", "--history",
+         str(base / "csv_hist"), "--token-file", str(base / "token"), "--state-dir", str(base / "state"),
+         "--config", str(base / "serve.yaml")], port, timeout_s=60)
     yield {"client": client, "base": base, "port": port, "run": run, "frames": frames}
     client.close()
     proc.terminate()
