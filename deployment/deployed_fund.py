@@ -29,7 +29,7 @@ import numpy as np
 from agents.common import ObsLayout
 from data.market import DataError
 from deployment.risk import CASH, Intervention, RiskConfig, apply_risk
-from deployment.split_export import TorchSplitCalls
+from deployment.split_export import TorchSplitCalls, cpu_session
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pck", ".dill")
 OHLCV_FIELDS = ("date", "open", "high", "low", "close", "volume")
@@ -171,14 +171,8 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, path: str | os.PathLike, threads: int | None = 1) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or 0
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
-            self.session = ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(path, threads)
         except Exception as err:  # noqa: BLE001 - any load failure is a bad file for the user
             raise DataError(f"'{path}' is not a loadable ONNX model ({type(err).__name__})") from None
         self.input_name = self.session.get_inputs()[0].name

@@ -49,7 +49,7 @@ from data.atomic_dir import make_temp_dir, sigterm_interrupts
 from data.market import DataError, FeatureStore
 from deployment.deployed_fund import ServingSpec, _data_section, read_json_config
 from deployment.drift import DriftReference
-from deployment.split_export import export_split
+from deployment.split_export import cpu_session, export_split
 
 OPSET = 17
 TOLERANCE = 1e-5
@@ -187,11 +187,7 @@ def tf_module_for(algo: str, agent, layout):
 
 
 def _ort(path: Path):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = cpu_session(path, threads=1)
     name = sess.get_inputs()[0].name
     return lambda x: sess.run(None, {name: x})[0]
 

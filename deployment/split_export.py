@@ -87,15 +87,9 @@ class OnnxSplit:
     splits = True
 
     def __init__(self, market_path: Path, act_path: Path, threads: int | None = 1) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or 0
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         try:
-            self.market_sess = ort.InferenceSession(os.fspath(market_path), opts, providers=["CPUExecutionProvider"])
-            self.act_sess = ort.InferenceSession(os.fspath(act_path), opts, providers=["CPUExecutionProvider"])
+            self.market_sess = cpu_session(market_path, threads)
+            self.act_sess = cpu_session(act_path, threads)
         except Exception as err:  # noqa: BLE001 - any load failure is a bad file for the user
             raise DataError(f"'{market_path.parent}' holds split ONNX graphs that do not load ({type(err).__name__})") from None
 
@@ -113,6 +107,18 @@ class OnnxSplit:
         feeds = {"market": latent, "weights": np.asarray(weights, np.float32)[None],
                  "mask": np.asarray(mask, np.float32)[None]}
         return self.act_sess.run(None, feeds)[0][0]
+
+
+def cpu_session(path: str | os.PathLike, threads: int | None = 1) -> Any:
+    """An ONNX Runtime CPU session run sequentially with ``threads`` intra-op threads (0/None: ORT's default);
+    a file that does not load raises whatever onnxruntime raises (callers word it for the user)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or 0
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(os.fspath(path), opts, providers=["CPUExecutionProvider"])
 
 
 class TorchSplitCalls:
