@@ -200,11 +200,14 @@ def main(argv: list[str] | None = None) -> int:
                       n_features=lay_sac.n_features, seed=0)
     trained = args.sac_steps - args.warmup
 
-    def ours_off(cls: type, **over: Any) -> float:
+    def ours_off(cls: type, threads: int | None = None, **over: Any) -> float:
+        torch.set_num_threads(threads or args.threads)
         agent = cls(lay_sac.obs_dim, lay_sac.action_dim, layout=lay_sac, **dict(sac_params, **over))
         env = sac_env()
         agent.train(env, args.warmup)
-        return rate(lambda: agent.train(env, args.sac_steps), trained)
+        r = rate(lambda: agent.train(env, args.sac_steps), trained)
+        torch.set_num_threads(args.threads)
+        return r
 
     def sb3_sac() -> float:
         from bench_agents import sb3_adapter
@@ -219,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                 ("DDPG ours (LSTM, train_freq 1, gradient_steps 1)", lambda: ours_off(DDPGAgent))]
     if not args.skip_sb3:
         off_runs.insert(1, ("SAC stable-baselines3 MlpPolicy", sb3_sac))
+    if args.two_threads:
+        off_runs += [("SAC ours (LSTM), 2 threads", lambda: ours_off(SACAgent, 2)),
+                     ("DDPG ours (LSTM), 2 threads", lambda: ours_off(DDPGAgent, 2))]
     settings = [("SAC ours, train_freq 4 (a quarter of the updates)", lambda: ours_off(SACAgent, train_freq=4))]
 
     gflops = []
@@ -252,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     per_update = lstm + 3 * lstm
     flops["SAC ours (LSTM, train_freq 1, gradient_steps 1)"] = lstm + per_update * 64 / n_envs
     flops["DDPG ours (LSTM, train_freq 1, gradient_steps 1)"] = flops["SAC ours (LSTM, train_freq 1, gradient_steps 1)"]
+    flops["SAC ours (LSTM), 2 threads"] = flops["DDPG ours (LSTM), 2 threads"] = flops[
+        "SAC ours (LSTM, train_freq 1, gradient_steps 1)"]
     flops["SAC ours, train_freq 4 (a quarter of the updates)"] = lstm + per_update * 64 / n_envs / 4
 
     rows = []
@@ -264,13 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     pairs = {"PPO per-day / straightforward": ("PPO ours (per-day forward)", "PPO ours (straightforward forward)"),
              "PPO ours (per-day) / SB3": ("PPO ours (per-day forward)", "PPO stable-baselines3 MlpPolicy"),
              "PPO per-day 2 threads / 1 thread": ("PPO ours (per-day), 2 threads", "PPO ours (per-day forward)"),
-             "SAC ours / SB3": ("SAC ours (LSTM, train_freq 1, gradient_steps 1)", "SAC stable-baselines3 MlpPolicy")}
+             "SAC ours / SB3": ("SAC ours (LSTM, train_freq 1, gradient_steps 1)", "SAC stable-baselines3 MlpPolicy"),
+             "SAC 2 threads / 1 thread": ("SAC ours (LSTM), 2 threads", "SAC ours (LSTM, train_freq 1, gradient_steps 1)"),
+             "DDPG 2 threads / 1 thread": ("DDPG ours (LSTM), 2 threads",
+                                           "DDPG ours (LSTM, train_freq 1, gradient_steps 1)")}
     ratios = {k: by[a] / by[b] for k, (a, b) in pairs.items() if a in by and b in by}
 
     print(f"\nsingle-thread float32 2048x2048 matmul: {peak / 1e9:.1f} GFLOP/s (best of the run); "
           f"per-day path saw {counts.get('rows_per_sample', float('nan')):.2f} distinct days and "
           f"{counts.get('windows_per_sample', float('nan')):.2f} decision days per sample")
-    print(f"\n{'run':52s} {'samples/s':>10s} {'GFLOP/sample':>13s} {'of FLOP limit':>14s}")
+    print(f"\n{'run':52s} {'samples/s':>10s} {'GFLOP/sample':>13s} {'of FLOP limit':>14s}  (limit = 1 thread's matmul rate)")
     for r in rows:
         g = f"{r['gflop_per_sample']:.3f}" if r["gflop_per_sample"] else "-"
         frac = f"{r['fraction_of_flop_limit']:.2f}" if r["fraction_of_flop_limit"] else "-"

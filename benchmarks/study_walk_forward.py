@@ -15,10 +15,20 @@ The PPO row is the mean ± sd over seeds; "best seed" is the seed selected on th
 (optimistic by construction: selection and measurement on one span).
 
     python benchmarks/study_walk_forward.py [--timesteps 8192] [--seeds 0 1 2 3 4] [--workers 2]
+        [--rewards log_return risk_adjusted dsr] [--full-size] [--set SECTION.KEY=VALUE] [--prior-trials 19]
 
-Writes ``benchmarks/results/study_walk_forward.json`` and prints the table. Budget knobs (window, model size,
-steps) are printed with the results: the paper's config trains for 200k steps with a 60-day window; a 2-core
-CI box cannot, so the study uses the reduced settings in ``STUDY_OVERRIDES`` unless told otherwise.
+One walk-forward per reward (``env.reward``; runs in ``--out/<reward>``). The best reward is chosen by the
+pre-declared rule "highest mean PPO validation Sharpe over all folds and seeds" -- selection and measurement on
+the same folds, so its rows are optimistic; the deflated Sharpe ratio (Bailey & Lopez de Prado) of the best
+reward's seed-mean fund in each fold counts every configuration tried on these folds (``--prior-trials`` before
+this call, plus this call's rewards) and uses the variance of the rewards' per-day Sharpes as the trials' variance.
+
+Writes ``benchmarks/results/<name>.json``, ``<name>.md`` (the tables with bootstrap intervals and the deflated
+Sharpe) and ``<name>_weights_2022.png`` (the best reward's seed-mean weights by category through the 2022 fold,
+the volatile days shaded), and prints the table. Budget knobs (window, model size, steps) are printed with the
+results: the paper's config trains for 200k steps with a 60-day window; a 2-core CI box cannot, so the study uses
+the reduced settings in ``STUDY_OVERRIDES`` unless ``--full-size`` (the paper config as is: window 60, d_model
+64, n_steps 256 x 8 envs, batch 256, 10 epochs) is given.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ if __package__ in (None, ""):
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -58,136 +69,338 @@ STUDY_OVERRIDES: dict[str, Any] = {
     "training.checkpoint_every": 0,
     "training.eval_every": 0,
 }
+#: Configurations evaluated on these validation folds before this script took its --rewards option: the 8k and
+#: 65k-step runs of this study and the 17 of study_portfolio_gradient.py (README, "What the agents learn").
+PRIOR_TRIALS = 19
+REWARDS = ("log_return", "risk_adjusted", "dsr")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Walk-forward study on real data (paper universe).")
     p.add_argument("--config", default=str(ROOT / "configs" / "paper.yaml"))
+    p.add_argument("--source", choices=("csv", "synthetic"), default="csv", help="csv = real data (default)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--years", type=int, nargs="+", default=[2021, 2022, 2023])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--rewards", nargs="+", choices=REWARDS, default=["log_return"],
+                   help="env.reward values, one walk-forward each (the issue's study: all three)")
     p.add_argument("--timesteps", type=int, default=8192, help="PPO env steps per run")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--full-size", action="store_true", help="use the paper config as is (no STUDY_OVERRIDES)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
+    p.add_argument("--prior-trials", type=int, default=PRIOR_TRIALS,
+                   help="configurations already evaluated on these folds (for the deflated Sharpe)")
     p.add_argument("--out", default=str(ROOT / "runs" / "study_walk_forward"))
-    p.add_argument("--results-name", default="study_walk_forward", help="JSON name under benchmarks/results/")
+    p.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--results-name", default="study_walk_forward", help="file stem under --results-dir")
     p.add_argument("--reuse", action="store_true",
-                   help="evaluate the runs already in --out (its summary.json) instead of training them again")
-    args = p.parse_args(argv)
+                   help="evaluate the runs already in --out/<reward> (their summary.json) instead of training them")
+    return p.parse_args(argv)
 
-    from agents.io import load_agent
+
+def agg(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
     from data.data_loader import load_market
+    from evaluation.reports import atomic_write_text, write_json
+    from training.config import DataError, load_experiment, parse_set_option
+    from training.walk_forward import format_table, walk_forward
+
+    try:
+        if args.prior_trials < 0:
+            raise DataError(f"--prior-trials must be non-negative, got {args.prior_trials}")
+        overrides = {} if args.full_size else dict(STUDY_OVERRIDES)
+        overrides.update(dict(parse_set_option(item) for item in args.set))
+        data_dir = args.data_dir if args.source == "csv" else None
+        overrides.update({"data.source": args.source, "data.data_dir": data_dir,
+                          "training.total_timesteps": args.timesteps})
+        cfgs = {r: load_experiment(args.config, {**overrides, "env.reward": r}) for r in args.rewards}
+        out = Path(args.out)
+        t0 = time.perf_counter()
+        summaries = {}
+        for reward, cfg in cfgs.items():
+            if args.reuse:
+                summaries[reward] = json.loads((out / reward / "summary.json").read_text())
+            else:
+                print(f"reward {reward}: {len(args.years) * len(args.seeds)} runs", flush=True)
+                summaries[reward] = walk_forward(cfg, out / reward, args.years, args.seeds, source=args.source,
+                                                 data_dir=data_dir, workers=args.workers)
+            print(f"reward {reward}\n{format_table(summaries[reward])}", flush=True)
+        train_minutes = None if args.reuse else (time.perf_counter() - t0) / 60
+        cfg0 = next(iter(cfgs.values()))
+        market = load_market(cfg0.data, source=args.source, data_dir=data_dir, verbose=False)
+    except (DataError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows, series = evaluate(args, cfgs, market, out)
+    best = max(args.rewards, key=lambda r: np.mean([m["sharpe"] for e in rows for m in e["ppo"][r].values()]))
+    report = summarise(args, rows, series, best)
+    table = text_table(args, rows, best, report)
+    print()
+    print(table)
+    print(f"\n{len(cfgs) * len(args.years) * len(args.seeds)} PPO runs, {args.timesteps} steps each, "
+          + ("reused, not retrained" if train_minutes is None else f"{train_minutes:.1f} min of training"))
+    res_dir = Path(args.results_dir)
+    res_dir.mkdir(parents=True, exist_ok=True)
+    figure = res_dir / f"{args.results_name}_weights_2022.png"
+    fig_fold = 2022 if 2022 in series else rows[-1]["year"]
+    plot_weights(series[fig_fold], best, figure, "synthetic" if args.source == "synthetic" else "real data")
+    result = {
+        "data": data_label(args),
+        "settings": {"config": args.config, "overrides": overrides,
+                     "years": args.years, "seeds": args.seeds, "rewards": args.rewards,
+                     "timesteps": args.timesteps, "workers": args.workers, "train_minutes": train_minutes,
+                     "full_size": args.full_size, "source": args.source, "data_dir": data_dir,
+                     "tickers": list(market.tickers), "dropped": list(market.dropped)},
+        "best_reward": best, "folds": rows, "report": report,
+        "walk_forward_summaries": summaries, "table": table, "figure": figure.name,
+        "env": {r: dataclasses.asdict(c.env) for r, c in cfgs.items()},
+    }
+    write_json(res_dir / f"{args.results_name}.json", result)
+    atomic_write_text(res_dir / f"{args.results_name}.md", markdown(args, rows, best, report, train_minutes))
+    print(f"wrote {res_dir / args.results_name}.json, .md and {figure.name}")
+    return 0
+
+
+def data_label(args: argparse.Namespace) -> str:
+    from evaluation.reports import SYNTHETIC_LABEL
+
+    if args.source == "synthetic":
+        return SYNTHETIC_LABEL
+    return f"REAL daily prices (csv: {args.data_dir}, to 2023-12-31)"
+
+
+def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
+             out: Path) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Every run and benchmark re-run through the evaluation layer, per fold.
+
+    Returns the fold rows (metrics per reward and seed, benchmarks, validation-Sharpe gaps) and, per fold, the
+    series the summary needs: dates, risk-free, volatility, categories, seed-mean fund returns and weights per
+    reward, benchmark returns and weights.
+    """
+    from agents.io import load_agent
     from data.feature_engineering import build_feature_store
     from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
     from evaluation.backtester import run_benchmarks
     from evaluation.benchmarks import EvaluationConfig
-    from evaluation.significance import sharpe_difference_interval
-    from training.config import costs_of, load_experiment
+    from training.config import costs_of
     from training.rollout import MarketContext, run_episode, strategy_metrics, torch_policy
-    from training.walk_forward import expanding_folds, format_table, walk_forward
+    from training.walk_forward import expanding_folds
 
-    overrides = {} if args.full_size else dict(STUDY_OVERRIDES)
-    overrides.update({"data.source": "csv", "data.data_dir": args.data_dir, "training.total_timesteps": args.timesteps})
-    cfg = load_experiment(args.config, overrides)
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    if args.reuse:
-        summary = json.loads((out / "summary.json").read_text())
-        train_minutes = None
-    else:
-        summary = walk_forward(cfg, out, args.years, args.seeds, source="csv", data_dir=args.data_dir,
-                               workers=args.workers)
-        train_minutes = (time.perf_counter() - t0) / 60
-    print(format_table(summary))
-
-    market = load_market(cfg.data, source="csv", data_dir=args.data_dir, verbose=False)
-    eval_cfg = EvaluationConfig(tbill=cfg.data.risk_free or EvaluationConfig.tbill)
-    rows, max_gap = [], 0.0
-    for fold in expanding_folds(cfg.data.start, cfg.data.end, args.years):
-        store = build_feature_store(market, fold.train_end, clip=cfg.data.clip)
-        context = MarketContext.from_store(store, cfg.data)
-        costs = costs_of(cfg)
+    cfg0 = next(iter(cfgs.values()))
+    eval_cfg = EvaluationConfig(tbill=cfg0.data.risk_free or EvaluationConfig.tbill)
+    rows, series = [], {}
+    for fold in expanding_folds(cfg0.data.start, cfg0.data.end, args.years):
+        store = build_feature_store(market, fold.train_end, clip=cfg0.data.clip)
+        context = MarketContext.from_store(store, cfg0.data)
+        costs = costs_of(cfg0)
         entry: dict[str, Any] = {"year": fold.year, "train": f"{fold.train_start}..{fold.train_end}",
                                  "validate": f"{fold.val_start}..{fold.val_end}",
-                                 "risk_free": context.risk_free_label, "ppo": {}}
-        ppo_returns: list[np.ndarray] = []
-        for seed in args.seeds:
-            run = out / f"fold_{fold.year}" / f"seed_{seed}"
-            agent = load_agent(run)
-            res = run_episode(CryptoHedgeFundEnv.from_store(store, cfg.env, fold.val_start, fold.val_end, costs),
-                              torch_policy(agent.policy_module()), "ppo", "PPO-Transformer")
-            m = strategy_metrics(res, context)
-            own = json.loads((run / "validation.json").read_text())["sharpe"]
-            max_gap = max(max_gap, abs(own - m["sharpe"]))
-            entry["ppo"][str(seed)] = m
-            ppo_returns.append(res.returns)
-        rf = context.risk_free[context.day_index(res.dates)]
-        fund = np.mean(ppo_returns, axis=0) - rf  # the seed-mean fund's daily excess return
-        entry["ci"] = {}
-        for res in run_benchmarks(store, cfg.env, eval_cfg, context.risk_free, fold.val_start, fold.val_end, costs,
+                                 "risk_free": context.risk_free_label, "ppo": {}, "validation_sharpe_gap": {}}
+        funds: dict[str, dict[str, np.ndarray]] = {}
+        for reward, cfg in cfgs.items():
+            entry["ppo"][reward], returns, weights, gap = {}, [], [], 0.0
+            for seed in args.seeds:
+                run = out / reward / f"fold_{fold.year}" / f"seed_{seed}"
+                agent = load_agent(run)
+                res = run_episode(CryptoHedgeFundEnv.from_store(store, cfg.env, fold.val_start, fold.val_end, costs),
+                                  torch_policy(agent.policy_module()), "ppo", "PPO-Transformer")
+                m = strategy_metrics(res, context)
+                own = json.loads((run / "validation.json").read_text())["sharpe"]
+                gap = max(gap, abs(own - m["sharpe"]))
+                entry["ppo"][reward][str(seed)] = m
+                returns.append(res.returns)
+                weights.append(res.weights)
+            entry["validation_sharpe_gap"][reward] = gap
+            rf = context.risk_free[context.day_index(res.dates)]
+            funds[reward] = {"returns": np.mean(returns, axis=0), "weights": np.mean(weights, axis=0),
+                             "seed_sharpes_per_day": [float(np.mean(r - rf) / max(np.std(r - rf, ddof=1), 1e-12))
+                                                      for r in returns]}
+        benches = {}
+        for res in run_benchmarks(store, cfg0.env, eval_cfg, context.risk_free, fold.val_start, fold.val_end, costs,
                                   names=[name for name, _ in BENCHMARKS]):
             entry[res.name] = strategy_metrics(res, context)
-            iv = sharpe_difference_interval(fund, res.returns - rf, context.periods, n_boot=2000, seed=fold.year)
-            entry["ci"][res.name] = {"sharpe_diff": iv.estimate, "low": iv.low, "high": iv.high}
-        best_seed = summary["folds"][[r["year"] for r in summary["folds"]].index(fold.year)]["best_seed"]
-        entry["best_seed"] = best_seed
+            benches[res.name] = {"returns": res.returns, "weights": res.weights}
+        idx = context.day_index(res.dates)
+        series[fold.year] = {"dates": res.dates, "rf": context.risk_free[idx], "volatility": context.volatility[idx],
+                             "categories": tuple(context.categories), "periods": context.periods,
+                             "funds": funds, "benchmarks": benches}
         rows.append(entry)
+    return rows, series
 
-    def agg(values: list[float]) -> tuple[float, float]:
-        a = np.asarray(values, dtype=np.float64)
-        return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
-    head = (f"{'fold':>5} {'strategy':<22} {'net Sharpe':>14} {'max DD':>8} {'turnover/d':>10} {'total ret':>10} "
+def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], series: dict[int, dict[str, Any]],
+              best: str) -> dict[str, Any]:
+    """Bootstrap intervals of every reward's seed-mean fund against the benchmarks (per fold and the mean over
+    folds), the best reward's deflated Sharpe per fold, and the issue's goals checked."""
+    from evaluation import significance as sig
+
+    n_trials = args.prior_trials + len(args.rewards)
+    report: dict[str, Any] = {"n_trials": n_trials, "ci": {}, "mean_ci": {}, "dsr": {}, "goals": {}}
+    for reward in args.rewards:
+        report["ci"][reward], report["mean_ci"][reward] = {}, {}
+        for name, _ in BENCHMARKS:
+            if name == "min_variance":
+                continue
+            pairs = []
+            for e in rows:
+                s = series[e["year"]]
+                a, b = s["funds"][reward]["returns"] - s["rf"], s["benchmarks"][name]["returns"] - s["rf"]
+                iv = sig.sharpe_difference_interval(a, b, s["periods"], n_boot=2000, seed=e["year"])
+                report["ci"][reward].setdefault(str(e["year"]), {})[name] = dataclasses.asdict(iv)
+                pairs.append((a, b))
+            iv = sig.mean_sharpe_difference_interval(pairs, series[rows[0]["year"]]["periods"], n_boot=2000, seed=7)
+            report["mean_ci"][reward][name] = dataclasses.asdict(iv)
+    for e in rows:
+        s = series[e["year"]]
+        # the trials' variance: the per-day Sharpes of every (reward, seed) run of this fold
+        per_day = [x for r in args.rewards for x in s["funds"][r]["seed_sharpes_per_day"]]
+        # seeds of one configuration barely differ, so their spread understates that of the configurations
+        # counted in n_trials: use the larger of it and a Sharpe estimate's sampling variance (the lower DSR)
+        excess = s["funds"][best]["returns"] - s["rf"]
+        var = float(np.var(per_day, ddof=1)) if len(per_day) > 1 else 0.0
+        dsr, sr0 = min(sig.deflated_sharpe_ratio(excess, n_trials, var), sig.deflated_sharpe_ratio(excess, n_trials))
+        psr = sig.probabilistic_sharpe_ratio(excess)
+        report["dsr"][str(e["year"])] = {"dsr": dsr, "sr0_per_day": sr0, "psr": psr, "runs_sharpe_variance": var}
+    ppo = {e["year"]: list(e["ppo"][best].values()) for e in rows}
+    goals = {
+        "active_share_ge_0.20": {str(y): agg([m["active_share"] for m in v])[0] for y, v in ppo.items()},
+        "regime_response_ge_+0.15": {str(y): agg([m["regime_response"] for m in v])[0] for y, v in ppo.items()},
+    }
+    if 2022 in ppo:
+        e22 = next(e for e in rows if e["year"] == 2022)
+        dd = agg([m["max_drawdown"] for m in ppo[2022]])[0]
+        goals["drawdown_2022_vs_ew_bh"] = {"ppo": dd, "ew_bh": e22["equal_weight_bh"]["max_drawdown"],
+                                           "ratio": dd / e22["equal_weight_bh"]["max_drawdown"], "goal": 0.6}
+    goals["mean_sharpe_minus_ew_rebalanced"] = report["mean_ci"][best]["equal_weight"]
+    report["goals"] = goals
+    return report
+
+
+def text_table(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, report: dict[str, Any]) -> str:
+    head = (f"{'fold':>5} {'strategy':<30} {'net Sharpe':>14} {'max DD':>8} {'turnover/d':>10} {'total ret':>10} "
             f"{'active sh.':>10} {'regime resp.':>12}")
     lines = [head, "-" * len(head)]
     for e in rows:
-        ppo = list(e["ppo"].values())
-        s_m, s_s = agg([m["sharpe"] for m in ppo])
-        lines.append(f"{e['year']:>5} {'PPO-Transformer (mean)':<22} {s_m:>8.2f}±{s_s:<5.2f} "
-                     f"{agg([m['max_drawdown'] for m in ppo])[0]:>8.1%} {agg([m['turnover'] for m in ppo])[0]:>10.4f} "
-                     f"{agg([m['total_return'] for m in ppo])[0]:>10.1%} {agg([m['active_share'] for m in ppo])[0]:>10.3f} "
-                     f"{agg([m['regime_response'] for m in ppo])[0]:>+12.3f}")
-        b = e["ppo"][str(e["best_seed"])]
-        lines.append(f"{'':>5} {'PPO best seed (' + str(e['best_seed']) + ')':<22} {b['sharpe']:>8.2f}{'':<6} "
-                     f"{b['max_drawdown']:>8.1%} {b['turnover']:>10.4f} {b['total_return']:>10.1%} "
-                     f"{b['active_share']:>10.3f} {b['regime_response']:>+12.3f}")
+        for reward in args.rewards:
+            ppo = list(e["ppo"][reward].values())
+            s_m, s_s = agg([m["sharpe"] for m in ppo])
+            label = f"PPO {reward}{' (best)' if reward == best else ''}"
+            lines.append(f"{e['year']:>5} {label:<30} {s_m:>8.2f}±{s_s:<5.2f} "
+                         f"{agg([m['max_drawdown'] for m in ppo])[0]:>8.1%} {agg([m['turnover'] for m in ppo])[0]:>10.4f} "
+                         f"{agg([m['total_return'] for m in ppo])[0]:>10.1%} "
+                         f"{agg([m['active_share'] for m in ppo])[0]:>10.3f} "
+                         f"{agg([m['regime_response'] for m in ppo])[0]:>+12.3f}")
         for name, label in BENCHMARKS:
             m = e[name]
-            lines.append(f"{'':>5} {label:<22} {m['sharpe']:>8.2f}{'':<6} {m['max_drawdown']:>8.1%} "
+            lines.append(f"{'':>5} {label:<30} {m['sharpe']:>8.2f}{'':<6} {m['max_drawdown']:>8.1%} "
                          f"{m['turnover']:>10.4f} {m['total_return']:>10.1%} {m['active_share']:>10.3f} "
                          f"{m['regime_response']:>+12.3f}")
-        lines.append(f"{'':>5} PPO seed-mean fund minus " + "; ".join(
-            f"{label}: {c['sharpe_diff']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]"
-            for (name, label), c in ((b, e["ci"][b[0]]) for b in BENCHMARKS if b[0] != "min_variance")))
-    overall = {}
-    for key, _ in BENCHMARKS:
-        overall[key] = float(np.mean([e[key]["sharpe"] for e in rows]))
-    overall["ppo_mean"] = float(np.mean([m["sharpe"] for e in rows for m in e["ppo"].values()]))
+        ci = report["ci"][best][str(e["year"])]
+        d = report["dsr"][str(e["year"])]
+        lines.append(f"{'':>5} PPO {best} seed-mean fund minus " + "; ".join(
+            f"{label}: {ci[n]['estimate']:+.2f} [{ci[n]['low']:+.2f}, {ci[n]['high']:+.2f}]"
+            for n, label in BENCHMARKS if n in ci) + f"; deflated Sharpe {d['dsr']:.2f} ({report['n_trials']} trials)")
     lines.append("-" * len(head))
-    lines.append(f"{'all':>5} mean net Sharpe: PPO {overall['ppo_mean']:.2f}, equal-weight B&H "
-                 f"{overall['equal_weight_bh']:.2f}, EW rebalanced {overall['equal_weight']:.2f}, vol-target "
-                 f"{overall['vol_target']:.2f}, minimum variance {overall['min_variance']:.2f}; "
-                 f"PPO minus EW B&H {overall['ppo_mean'] - overall['equal_weight_bh']:+.2f}")
-    table = "\n".join(lines)
-    print()
-    print(table)
-    print("(Sharpe differences: paired stationary bootstrap, 2,000 resamples, 95% percentile interval)")
-    print(f"\ntraining-layer validation Sharpe vs evaluation-layer re-run: max |difference| {max_gap:.2e}")
-    spent = "reused, not retrained" if train_minutes is None else f"{train_minutes:.1f} min of training"
-    print(f"{len(args.years) * len(args.seeds)} PPO runs, {args.timesteps} steps each, {spent}")
-    result = {
-        "settings": {"config": args.config, "overrides": overrides, "years": args.years, "seeds": args.seeds,
-                     "timesteps": args.timesteps, "workers": args.workers, "train_minutes": train_minutes,
-                     "source": "csv", "data_dir": args.data_dir, "tickers": list(market.tickers),
-                     "dropped": list(market.dropped)},
-        "folds": rows, "overall": overall, "walk_forward_summary": summary,
-        "validation_sharpe_max_gap": max_gap, "table": table,
-        "env": dataclasses.asdict(cfg.env),
-    }
-    res_dir = ROOT / "benchmarks" / "results"
-    res_dir.mkdir(parents=True, exist_ok=True)
-    (res_dir / f"{args.results_name}.json").write_text(json.dumps(result, indent=2, default=str))
-    return 0
+    for reward in args.rewards:
+        mc = report["mean_ci"][reward]
+        lines.append(f"{'all':>5} PPO {reward}: mean Sharpe over folds minus " + "; ".join(
+            f"{label}: {mc[n]['estimate']:+.2f} [{mc[n]['low']:+.2f}, {mc[n]['high']:+.2f}]"
+            for n, label in BENCHMARKS if n in mc))
+    lines.append("(Sharpe differences: paired stationary bootstrap, 2,000 resamples, 95% percentile interval)")
+    gaps = max(g for e in rows for g in e["validation_sharpe_gap"].values())
+    lines.append(f"training-layer validation Sharpe vs evaluation-layer re-run: max |difference| {gaps:.2e}")
+    return "\n".join(lines)
+
+
+def markdown(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, report: dict[str, Any],
+             train_minutes: float | None) -> str:
+    out = [f"# Walk-forward study: {data_label(args)}", "",
+           f"Rewards {', '.join(args.rewards)}; seeds {args.seeds}; {args.timesteps:,} env steps per run; "
+           f"{'paper config as is' if args.full_size else 'reduced STUDY_OVERRIDES'}"
+           + (f", overrides {args.set}" if args.set else "")
+           + (f"; {train_minutes:.1f} min of training" if train_minutes is not None else "") + ".",
+           f"Best reward by mean validation Sharpe over folds and seeds: **{best}** (chosen on these folds: the "
+           f"deflated Sharpe counts {report['n_trials']} configurations).", "",
+           "| fold | strategy | net Sharpe | max drawdown | turnover / day | total return | active share | "
+           "regime response | hedge response |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for e in rows:
+        for reward in args.rewards:
+            ppo = list(e["ppo"][reward].values())
+            s_m, s_s = agg([m["sharpe"] for m in ppo])
+            out.append(f"| {e['year']} | PPO {reward}{' (best)' if reward == best else ''} | {s_m:.2f} +- {s_s:.2f} | "
+                       f"{agg([m['max_drawdown'] for m in ppo])[0]:.1%} | {agg([m['turnover'] for m in ppo])[0]:.3f} | "
+                       f"{agg([m['total_return'] for m in ppo])[0]:.1%} | {agg([m['active_share'] for m in ppo])[0]:.3f} | "
+                       f"{agg([m['regime_response'] for m in ppo])[0]:+.3f} | "
+                       f"{agg([m['hedge_response'] for m in ppo])[0]:+.3f} |")
+        for name, label in BENCHMARKS:
+            m = e[name]
+            out.append(f"| {e['year']} | {label} | {m['sharpe']:.2f} | {m['max_drawdown']:.1%} | {m['turnover']:.3f} | "
+                       f"{m['total_return']:.1%} | {m['active_share']:.3f} | {m['regime_response']:+.3f} | "
+                       f"{m['hedge_response']:+.3f} |")
+    out += ["", f"PPO ({best}) seed-mean fund minus each benchmark, Sharpe difference with a 95% paired stationary-"
+            "bootstrap interval, and the deflated Sharpe ratio (probability that the true Sharpe exceeds the best of "
+            f"{report['n_trials']} unskilled trials):", "", "| fold | " + " | ".join(
+                label for n, label in BENCHMARKS if n != "min_variance") + " | PSR | DSR |",
+            "|---|" + "---:|" * (len(BENCHMARKS) + 1)]
+    for e in rows:
+        ci, d = report["ci"][best][str(e["year"])], report["dsr"][str(e["year"])]
+        out.append(f"| {e['year']} | " + " | ".join(
+            f"{ci[n]['estimate']:+.2f} [{ci[n]['low']:+.2f}, {ci[n]['high']:+.2f}]" for n, _ in BENCHMARKS if n in ci)
+            + f" | {d['psr']:.2f} | {d['dsr']:.2f} |")
+    out += ["", "Mean over the folds of the Sharpe difference (each fold bootstrapped on its own):", ""]
+    for reward in args.rewards:
+        mc = report["mean_ci"][reward]
+        out.append(f"- PPO {reward}: " + "; ".join(
+            f"{label} {mc[n]['estimate']:+.2f} [{mc[n]['low']:+.2f}, {mc[n]['high']:+.2f}]"
+            for n, label in BENCHMARKS if n in mc))
+    return "\n".join(out) + "\n"
+
+
+def plot_weights(s: dict[str, Any], best: str, path: Path, label: str) -> None:
+    """The best reward's seed-mean weights by category, and the vol-target rule's, through one fold, with the
+    volatile days (top decile of trailing volatility, the regime_response days) shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from training.metrics import volatile_days, weight_by_category
+
+    dates = np.asarray(s["dates"], dtype="datetime64[D]")
+    vol = volatile_days(s["volatility"])
+    panels = [(f"PPO-Transformer ({best}), seed mean", s["funds"][best]["weights"]),
+              ("vol-target equal weight 20%", s["benchmarks"]["vol_target"]["weights"])]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 6.5), sharex=True)
+    for ax, (title, w) in zip(axes, panels):
+        by_cat = weight_by_category(w, s["categories"])
+        ax.stackplot(dates, *by_cat.values(), labels=list(by_cat), alpha=0.85)
+        start = None
+        for k in range(len(vol) + 1):  # shade each run of volatile days
+            if k < len(vol) and vol[k] and start is None:
+                start = k
+            elif (k == len(vol) or not vol[k]) and start is not None:
+                ax.axvspan(dates[start], dates[min(k, len(vol) - 1)], color="black", alpha=0.18, lw=0)
+                start = None
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("share of NAV")
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(loc="upper left", fontsize=8, ncol=5)
+    fig.suptitle(f"Weights by category, validation year {str(dates[0])[:4]} ({label}); shaded: top-decile "
+                 "trailing-volatility days", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,26 @@ def test_difference_interval_detects_a_real_edge_and_not_a_fake_one():
         sig.sharpe_difference_interval(better, common[:-1], 365)
 
 
+def test_mean_difference_over_folds_matches_single_fold_and_narrows_with_more_folds():
+    rng = np.random.default_rng(1)
+    folds = []
+    for _ in range(3):
+        common = rng.normal(0.0, 0.02, 365)
+        folds.append((common + rng.normal(0.0, 0.004, 365), common))
+    one = sig.mean_sharpe_difference_interval(folds[:1], 365, n_boot=300, seed=5)
+    ref = sig.sharpe_difference_interval(*folds[0], 365, n_boot=300, seed=5)
+    assert (one.estimate, one.low, one.high) == pytest.approx((ref.estimate, ref.low, ref.high), abs=1e-12)
+    three = sig.mean_sharpe_difference_interval(folds, 365, n_boot=300, seed=5)
+    points = [sig.sharpe_difference_interval(a, b, 365, n_boot=10).estimate for a, b in folds]
+    assert three.estimate == pytest.approx(np.mean(points), abs=1e-12)
+    # averaging three independent spans shrinks the interval (about 1/sqrt(3) of one span's width)
+    assert three.high - three.low < 0.8 * (one.high - one.low)
+    with pytest.raises(ValueError):
+        sig.mean_sharpe_difference_interval([], 365)
+    with pytest.raises(ValueError):
+        sig.mean_sharpe_difference_interval([(folds[0][0], folds[0][1][:-1])], 365)
+
+
 def test_psr_matches_formula_and_normal_case():
     rng = np.random.default_rng(7)
     x = rng.standard_t(5, 800) * 0.01 + 0.001

@@ -1,0 +1,96 @@
+"""benchmarks/study_walk_forward.py at a tiny size on the synthetic market: one walk-forward per reward, the
+best reward chosen by the declared rule, intervals and the deflated Sharpe consistent with the significance
+module, the weights figure, the synthetic label, and bad input as one sentence with exit status 2."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--source", "synthetic", "--seeds", "0", "1", "--years", "2022", "2023", "--rewards", "log_return", "dsr",
+        "--timesteps", "32", "--workers", "1",
+        "--set", "env.window=8", "--set", "env.episode_length=20", "--set", "training.n_envs=2",
+        "--set", "agent.ppo.d_model=8", "--set", "agent.ppo.n_heads=2", "--set", "agent.ppo.dim_feedforward=16",
+        "--set", "agent.ppo.n_steps=16", "--set", "agent.ppo.batch_size=16", "--set", "agent.ppo.n_epochs=1"]
+
+
+def _study():
+    if str(ROOT / "benchmarks") not in sys.path:  # the scripts import their sibling bench_common
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("study_walk_forward", ROOT / "benchmarks" / "study_walk_forward.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wf_study")
+    code = _study().main(TINY + ["--out", str(tmp / "runs"), "--results-dir", str(tmp / "res"),
+                                 "--results-name", "wf"])
+    assert code == 0
+    return tmp
+
+
+def _strict(text: str):
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_study_writes_json_markdown_and_figure_labelled_synthetic(study):
+    res = study / "res"
+    report = _strict((res / "wf.json").read_text())
+    assert report["data"].startswith("SYNTHETIC")
+    assert (res / "wf.md").read_text().startswith("# Walk-forward study: SYNTHETIC")
+    png = (res / "wf_weights_2022.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert not list(res.glob(".*tmp*")), "no temp files left behind"
+    assert [f["year"] for f in report["folds"]] == [2022, 2023]
+    for reward in ("log_return", "dsr"):
+        assert (study / "runs" / reward / "summary.json").is_file()
+        for fold in report["folds"]:
+            assert set(fold["ppo"][reward]) == {"0", "1"}
+            # the training layer's validation Sharpe is the evaluation layer's
+            assert fold["validation_sharpe_gap"][reward] <= 1e-12
+        assert report["env"][reward]["reward"] == reward
+
+
+def test_best_reward_follows_the_declared_rule_and_intervals_match_the_significance_module(study):
+    report = _strict((study / "res" / "wf.json").read_text())
+    rows, rep = report["folds"], report["report"]
+    means = {r: np.mean([m["sharpe"] for f in rows for m in f["ppo"][r].values()]) for r in ("log_return", "dsr")}
+    assert report["best_reward"] == max(means, key=means.get)
+    assert rep["n_trials"] == 19 + 2
+    for reward in ("log_return", "dsr"):
+        for name in ("equal_weight_bh", "equal_weight", "vol_target"):
+            per_fold = [rep["ci"][reward][str(f["year"])][name] for f in rows]
+            for iv in per_fold:
+                assert iv["low"] <= iv["high"]
+            mean = rep["mean_ci"][reward][name]
+            assert mean["estimate"] == pytest.approx(np.mean([iv["estimate"] for iv in per_fold]), abs=1e-12)
+    for year in ("2022", "2023"):
+        d = rep["dsr"][year]
+        assert 0.0 <= d["dsr"] <= d["psr"] + 1e-12 <= 1.0 + 1e-12  # deflating never raises the probability
+        assert d["sr0_per_day"] > 0.0
+    goals = rep["goals"]
+    assert set(goals["active_share_ge_0.20"]) == {"2022", "2023"}
+    assert goals["drawdown_2022_vs_ew_bh"]["goal"] == 0.6
+
+
+def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys):
+    study = _study()
+    assert study.main(["--source", "synthetic", "--timesteps", "0", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: training.total_timesteps must be positive")
+    assert study.main(["--source", "synthetic", "--set", "nonsense", "--out", str(tmp_path)]) == 2
+    assert "SECTION.KEY=VALUE" in capsys.readouterr().err
+    assert study.main(["--source", "synthetic", "--prior-trials", "-1", "--out", str(tmp_path)]) == 2
+    assert "--prior-trials must be non-negative" in capsys.readouterr().err
+    assert study.main(["--source", "synthetic", "--reuse", "--out", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
