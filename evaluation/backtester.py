@@ -355,10 +355,12 @@ def _simulate(runs: list[RunInfo], store: FeatureStore, experiment: Any, eval_cf
                         f"run directory '{run.path}' expects observations of {layout.obs_dim} values but "
                         f"this data gives {env.obs_dim}; it was trained on another universe or feature set"
                     )
-                agent = load_agent(run.path)
-                if not hasattr(agent, "policy_module"):
+                from agents.registry import algorithm
+
+                if not algorithm(run.experiment.algo).policy:
                     raise DataError(f"run directory '{run.path}' holds a {run.experiment.algo} model, "
                                     "not an allocation policy; backtest a ppo, sac or ddpg run")
+                agent = load_agent(run.path)
                 policy = torch_policy(agent.policy_module(), device)
             except ValueError as err:
                 raise DataError(str(err)) from None

@@ -349,7 +349,7 @@ def test_ray_local_cluster_runs_two_trials_in_parallel(tmp_path):
                         "agent.forecaster.hidden": 16}),
     ],
 )
-def test_other_algorithms_write_a_loadable_run(tmp_path, algo, extra):
+def test_other_algorithms_write_a_loadable_run(tmp_path, capsys, algo, extra):
     from agents.io import load_agent
     from training.train import build_store, run_training
 
@@ -363,6 +363,12 @@ def test_other_algorithms_write_a_loadable_run(tmp_path, algo, extra):
             from training.walk_forward import walk_forward
 
             walk_forward(cfg, tmp_path / "wf", years=[2023], seeds=[0])
+        # the backtester refuses it with one sentence (the registry says it is not an allocation policy)
+        from evaluation import backtester as bt
+
+        assert bt.main(["--run", str(tmp_path), "--source", "synthetic", "--no-tearsheet",
+                        "--out", str(tmp_path / "bt")]) == 2
+        assert "holds a forecaster model, not an allocation policy" in capsys.readouterr().err
     else:
         assert metrics["global_step"] == 128  # 32 decisions of the 4 portfolios
         assert metrics["total_return"] == pytest.approx(_compounded(tmp_path / "validation_returns.csv"),
