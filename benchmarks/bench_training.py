@@ -63,6 +63,22 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def shaped_matmul_gflops(shapes: list[tuple[int, int, int]], repeats: int = 5) -> float:
+    """Best rate (GFLOP/s) of a sequence of float32 (m x k) @ (k x n) products at the current thread count:
+    the matmul limit at the model's own shapes (small k runs below the square-matmul rate)."""
+    mats = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes]
+    flop = sum(2 * m * k * n for m, k, n in shapes)
+    for a, b in mats:
+        a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for a, b in mats:
+            a @ b
+        best = min(best, time.perf_counter() - t0)
+    return flop / best / 1e9
+
+
 def transformer_flops(layout: ObsLayout, d: int, ff: int, day_layers: int, asset_layers: int,
                       rows_per_sample: float, windows_per_sample: float, last_token_only: bool) -> float:
     """Forward FLOPs per sample of ``TransformerActorCritic`` (multiply-add = 2 FLOPs; elementwise ignored).
@@ -239,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label}: {name}: {value:.1f} samples/s", flush=True)
     gflops.append(matmul_gflops())
     peak = max(gflops) * 1e9
+    # the day encoder's products on a minibatch (batch windows x W day tokens): QKV, FF in, FF out
+    rows_ = ppo_params["batch_size"] * lay_ppo.window
+    d_, ff_ = ppo_params["d_model"], ppo_params["dim_feedforward"]
+    shaped = max(shaped_matmul_gflops([(rows_, d_, 3 * d_), (rows_, d_, ff_), (rows_, ff_, d_)]) for _ in range(3))
 
     # FLOPs per env sample from the shapes
     d, ff = ppo_params["d_model"], ppo_params["dim_feedforward"]
@@ -278,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                                            "DDPG ours (LSTM, train_freq 1, gradient_steps 1)")}
     ratios = {k: by[a] / by[b] for k, (a, b) in pairs.items() if a in by and b in by}
 
-    print(f"\nsingle-thread float32 2048x2048 matmul: {peak / 1e9:.1f} GFLOP/s (best of the run); "
+    print(f"\nsingle-thread float32 2048x2048 matmul: {peak / 1e9:.1f} GFLOP/s (best of the run); at the day "
+          f"encoder's shapes ({rows_} x {d_} @ {d_} x {3 * d_}, {d_} x {ff_}, {ff_} x {d_}): {shaped:.1f} GFLOP/s "
+          f"({shaped * 1e9 / peak:.2f} of it); "
           f"per-day path saw {counts.get('rows_per_sample', float('nan')):.2f} distinct days and "
           f"{counts.get('windows_per_sample', float('nan')):.2f} decision days per sample")
     print(f"\n{'run':52s} {'samples/s':>10s} {'GFLOP/sample':>13s} {'of FLOP limit':>14s}  (limit = 1 thread's matmul rate)")
@@ -295,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                            "ppo": {k: ppo_params[k] for k in ("n_steps", "batch_size", "n_epochs", "d_model")},
                            "layout_ppo": lay_ppo.to_dict(), "layout_sac": lay_sac.to_dict(),
                            "load_avg": os.getloadavg(), "device": "cpu"},
-              "matmul_gflops": gflops, "per_day_counts": counts, "rows": rows, "ratios": ratios}
+              "matmul_gflops": gflops, "day_encoder_shape_matmul_gflops": shaped, "per_day_counts": counts, "rows": rows, "ratios": ratios}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
