@@ -72,6 +72,11 @@ STUDY_OVERRIDES: dict[str, Any] = {
 #: Configurations evaluated on these validation folds before this script took its --rewards option: the 8k and
 #: 65k-step runs of this study and the 17 of study_portfolio_gradient.py (README, "What the agents learn").
 PRIOR_TRIALS = 19
+#: What the agent's seed-mean fund is compared with (bootstrap intervals): the rebalanced and buy-and-hold equal
+#: weight, the 20% vol-target rule and the vol-target rule at the fund's own average risky exposure.
+COMPARED: tuple[tuple[str, str], ...] = (("equal_weight_bh", "equal-weight B&H"), ("equal_weight", "equal weight rebal."),
+                                         ("vol_target", "vol-target EW 20%"),
+                                         ("vol_target_matched", "vol-target EW, same risky exposure"))
 REWARDS = ("log_return", "risk_adjusted", "dsr")
 
 
@@ -226,12 +231,66 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
                                   names=[name for name, _ in BENCHMARKS]):
             entry[res.name] = strategy_metrics(res, context)
             benches[res.name] = {"returns": res.returns, "weights": res.weights}
+        # the vol-target rule at each reward's own average risky exposure (the issue's like-for-like comparison)
+        entry["vol_target_matched"] = {}
+        for reward, fund in funds.items():
+            exposure = risky_exposure(fund["weights"], context.categories)
+            target, match = matched_vol_target(exposure, context, vol_target_runner(
+                store, cfg0.env, eval_cfg, context.risk_free, fold.val_start, fold.val_end, costs))
+            entry["vol_target_matched"][reward] = {
+                "vol_target": target, "fund_exposure": exposure,
+                "rule_exposure": risky_exposure(match.weights, context.categories),
+                "metrics": strategy_metrics(match, context)}
+            benches[f"vol_target_matched_{reward}"] = {"returns": match.returns, "weights": match.weights}
         idx = context.day_index(res.dates)
         series[fold.year] = {"dates": res.dates, "rf": context.risk_free[idx], "volatility": context.volatility[idx],
                              "categories": tuple(context.categories), "periods": context.periods,
                              "funds": funds, "benchmarks": benches}
         rows.append(entry)
     return rows, series
+
+
+def risky_exposure(weights: np.ndarray, categories: tuple[str, ...] | list[str]) -> float:
+    """Mean over days of the share of NAV outside the stable category and cash; weights (T, N+1), cash last."""
+    from training.metrics import weight_by_category
+
+    by_cat = weight_by_category(weights, tuple(categories))
+    defensive = by_cat.get("stable", np.zeros(weights.shape[0])) + by_cat["cash"]
+    return float(np.mean(1.0 - defensive))
+
+
+def vol_target_runner(store: Any, env_cfg: Any, eval_cfg: Any, rf: np.ndarray, start: str, end: str,
+                      costs: Any) -> Any:
+    """``run(target) -> StrategyResult`` of the vol-target benchmark at annual target ``target`` over [start, end]."""
+    from evaluation.backtester import run_benchmarks
+
+    def run(target: float) -> Any:
+        cfg = dataclasses.replace(eval_cfg, vol_target=target)
+        return run_benchmarks(store, env_cfg, cfg, rf, start, end, costs, names=["vol_target"])[0]
+
+    return run
+
+
+def matched_vol_target(exposure: float, context: Any, run: Any, iters: int = 14) -> tuple[float, Any]:
+    """The vol-target rule's annual target (and its result) whose mean risky exposure equals ``exposure``.
+
+    ``run(target) -> StrategyResult``. The exposure rises with the target (the sleeve scale is
+    ``min(1, target / vol)``), so a bisection on log(target) in [1%, 400%] finds it; an exposure above the
+    uncapped rule's (equal weight's) returns the uncapped rule.
+    """
+    lo, hi = np.log(0.01), np.log(4.0)
+    top = run(float(np.exp(hi)))
+    if risky_exposure(top.weights, context.categories) <= exposure:
+        return float(np.exp(hi)), top
+    best = (float("inf"), float(np.exp(hi)), top)
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        res = run(float(np.exp(mid)))
+        gap = risky_exposure(res.weights, context.categories) - exposure
+        if abs(gap) < best[0]:
+            best = (abs(gap), float(np.exp(mid)), res)
+        lo, hi = (mid, hi) if gap < 0 else (lo, mid)
+    return best[1], best[2]
 
 
 def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], series: dict[int, dict[str, Any]],
@@ -256,6 +315,11 @@ def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], series: dict
                 pairs.append((a, b))
             iv = sig.mean_sharpe_difference_interval(pairs, series[rows[0]["year"]]["periods"], n_boot=2000, seed=7)
             report["mean_ci"][reward][name] = dataclasses.asdict(iv)
+        for e in rows:  # against the vol-target rule at the fund's own risky exposure
+            s = series[e["year"]]
+            a, b = s["funds"][reward]["returns"] - s["rf"], s["benchmarks"][f"vol_target_matched_{reward}"]["returns"]
+            iv = sig.sharpe_difference_interval(a, b - s["rf"], s["periods"], n_boot=2000, seed=e["year"])
+            report["ci"][reward][str(e["year"])]["vol_target_matched"] = dataclasses.asdict(iv)
     for e in rows:
         s = series[e["year"]]
         # the trials' variance: the per-day Sharpes of every (reward, seed) run of this fold
@@ -278,6 +342,8 @@ def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], series: dict
         goals["drawdown_2022_vs_ew_bh"] = {"ppo": dd, "ew_bh": e22["equal_weight_bh"]["max_drawdown"],
                                            "ratio": dd / e22["equal_weight_bh"]["max_drawdown"], "goal": 0.6}
     goals["mean_sharpe_minus_ew_rebalanced"] = report["mean_ci"][best]["equal_weight"]
+    goals["sharpe_minus_vol_target_at_same_exposure"] = {
+        str(e["year"]): report["ci"][best][str(e["year"])]["vol_target_matched"] for e in rows}
     report["goals"] = goals
     return report
 
@@ -301,11 +367,18 @@ def text_table(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, 
             lines.append(f"{'':>5} {label:<30} {m['sharpe']:>8.2f}{'':<6} {m['max_drawdown']:>8.1%} "
                          f"{m['turnover']:>10.4f} {m['total_return']:>10.1%} {m['active_share']:>10.3f} "
                          f"{m['regime_response']:>+12.3f}")
+        for reward in args.rewards:
+            vm = e["vol_target_matched"][reward]
+            m = vm["metrics"]
+            label = f"vol-target {vm['vol_target']:.0%} (= {reward})"
+            lines.append(f"{'':>5} {label:<30} {m['sharpe']:>8.2f}{'':<6} {m['max_drawdown']:>8.1%} "
+                         f"{m['turnover']:>10.4f} {m['total_return']:>10.1%} {m['active_share']:>10.3f} "
+                         f"{m['regime_response']:>+12.3f}")
         ci = report["ci"][best][str(e["year"])]
         d = report["dsr"][str(e["year"])]
         lines.append(f"{'':>5} PPO {best} seed-mean fund minus " + "; ".join(
             f"{label}: {ci[n]['estimate']:+.2f} [{ci[n]['low']:+.2f}, {ci[n]['high']:+.2f}]"
-            for n, label in BENCHMARKS if n in ci) + f"; deflated Sharpe {d['dsr']:.2f} ({report['n_trials']} trials)")
+            for n, label in COMPARED if n in ci) + f"; deflated Sharpe {d['dsr']:.2f} ({report['n_trials']} trials)")
     lines.append("-" * len(head))
     for reward in args.rewards:
         mc = report["mean_ci"][reward]
@@ -338,20 +411,22 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, re
                        f"{agg([m['total_return'] for m in ppo])[0]:.1%} | {agg([m['active_share'] for m in ppo])[0]:.3f} | "
                        f"{agg([m['regime_response'] for m in ppo])[0]:+.3f} | "
                        f"{agg([m['hedge_response'] for m in ppo])[0]:+.3f} |")
-        for name, label in BENCHMARKS:
-            m = e[name]
+        matched = [(f"vol-target EW at PPO {r}'s risky exposure ({e['vol_target_matched'][r]['fund_exposure']:.0%}; "
+                    f"target {e['vol_target_matched'][r]['vol_target']:.0%})", e["vol_target_matched"][r]["metrics"])
+                   for r in args.rewards]
+        for label, m in [(label, e[name]) for name, label in BENCHMARKS] + matched:
             out.append(f"| {e['year']} | {label} | {m['sharpe']:.2f} | {m['max_drawdown']:.1%} | {m['turnover']:.3f} | "
                        f"{m['total_return']:.1%} | {m['active_share']:.3f} | {m['regime_response']:+.3f} | "
                        f"{m['hedge_response']:+.3f} |")
     out += ["", f"PPO ({best}) seed-mean fund minus each benchmark, Sharpe difference with a 95% paired stationary-"
             "bootstrap interval, and the deflated Sharpe ratio (probability that the true Sharpe exceeds the best of "
             f"{report['n_trials']} unskilled trials):", "", "| fold | " + " | ".join(
-                label for n, label in BENCHMARKS if n != "min_variance") + " | PSR | DSR |",
-            "|---|" + "---:|" * (len(BENCHMARKS) + 1)]
+                label for _, label in COMPARED) + " | PSR | DSR |",
+            "|---|" + "---:|" * (len(COMPARED) + 2)]
     for e in rows:
         ci, d = report["ci"][best][str(e["year"])], report["dsr"][str(e["year"])]
         out.append(f"| {e['year']} | " + " | ".join(
-            f"{ci[n]['estimate']:+.2f} [{ci[n]['low']:+.2f}, {ci[n]['high']:+.2f}]" for n, _ in BENCHMARKS if n in ci)
+            f"{ci[n]['estimate']:+.2f} [{ci[n]['low']:+.2f}, {ci[n]['high']:+.2f}]" for n, _ in COMPARED)
             + f" | {d['psr']:.2f} | {d['dsr']:.2f} |")
     out += ["", "Mean over the folds of the Sharpe difference (each fold bootstrapped on its own):", ""]
     for reward in args.rewards:

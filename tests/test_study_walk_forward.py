@@ -79,6 +79,10 @@ def test_best_reward_follows_the_declared_rule_and_intervals_match_the_significa
         d = rep["dsr"][year]
         assert 0.0 <= d["dsr"] <= d["psr"] + 1e-12 <= 1.0 + 1e-12  # deflating never raises the probability
         assert d["sr0_per_day"] > 0.0
+    for fold in rows:  # the vol-target rule found at each fund's own risky exposure
+        for reward, vm in fold["vol_target_matched"].items():
+            assert vm["rule_exposure"] == pytest.approx(vm["fund_exposure"], abs=0.01) or vm["vol_target"] == 4.0
+            assert "vol_target_matched" in rep["ci"][reward][str(fold["year"])]
     goals = rep["goals"]
     assert set(goals["active_share_ge_0.20"]) == {"2022", "2023"}
     assert goals["drawdown_2022_vs_ew_bh"]["goal"] == 0.6
@@ -94,3 +98,20 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys):
     assert "--prior-trials must be non-negative" in capsys.readouterr().err
     assert study.main(["--source", "synthetic", "--reuse", "--out", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_matched_vol_target_bisects_to_the_exposure_and_caps_at_the_uncapped_rule():
+    from types import SimpleNamespace
+
+    study = _study()
+    context = SimpleNamespace(categories=("growth", "stable"))
+
+    def run(target):  # exposure min(1, target / 0.5) * 0.8 in growth, the rest stable
+        g = min(1.0, target / 0.5) * 0.8
+        return SimpleNamespace(weights=np.tile([g, 1.0 - g, 0.0], (10, 1)), target=target)
+
+    target, res = study.matched_vol_target(0.4, context, run)
+    assert target == pytest.approx(0.25, rel=1e-3)
+    assert study.risky_exposure(res.weights, context.categories) == pytest.approx(0.4, abs=1e-3)
+    target, res = study.matched_vol_target(0.9, context, run)  # above the uncapped rule's 0.8
+    assert target == 4.0 and study.risky_exposure(res.weights, context.categories) == pytest.approx(0.8)
