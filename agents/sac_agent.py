@@ -152,7 +152,7 @@ class SACAgent(OffPolicyAgent):
 
     @property
     def alpha(self) -> float:
-        return float(self.log_alpha.exp())
+        return float(self.log_alpha.detach().exp())
 
     # -- the update ----------------------------------------------------------------------------------
     def _update(self, batch: ReplayBatch) -> dict[str, float]:

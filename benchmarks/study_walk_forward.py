@@ -198,6 +198,9 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
     from training.walk_forward import expanding_folds
 
     cfg0 = next(iter(cfgs.values()))
+    import torch
+
+    torch.set_num_threads(cfg0.training.torch_threads)  # the runs' own thread count: their validation to the bit
     eval_cfg = EvaluationConfig(tbill=cfg0.data.risk_free or EvaluationConfig.tbill)
     rows, series = [], {}
     for fold in expanding_folds(cfg0.data.start, cfg0.data.end, args.years):
