@@ -147,6 +147,14 @@ def test_sortino_without_a_losing_day_is_nan_and_sharpe_without_dispersion_is_ze
     assert pm.sharpe_ratio(np.full(10, 0.01), 0.0, 365) == 0.0
     rows = pm.sharpe_ratio_rows(np.array([[0.01, -0.01, 0.02], [0.01, 0.01, 0.01]]), 1)
     assert rows[0] == pytest.approx(pm.sharpe_ratio(np.array([0.01, -0.01, 0.02]), 0.0, 1)) and rows[1] == 0.0
+    # an all-cash policy's returns are float residue of the NAV accounting, not a risk-return trade-off:
+    # found at -0.98 and +1.17 in the crypto4 study before the threshold
+    for scale in (3e-14, 1.6e-12):  # accounting residue; 1e-10 weights left in risky assets
+        residue = np.random.default_rng(0).normal(-2e-14, scale, 364)
+        assert pm.sharpe_ratio(residue, 0.0, 365) == 0.0 and np.isnan(pm.sortino_ratio(residue, 0.0, 365))
+    # the quietest real series (a T-bill ETF, daily std about 1e-4) keeps its Sharpe
+    bill = np.random.default_rng(1).normal(1e-4, 1e-4, 364)
+    assert pm.sharpe_ratio(bill, 0.0, 365) == pytest.approx(bill.mean() / bill.std(ddof=1) * np.sqrt(365))
 
 
 def test_active_share_by_hand():

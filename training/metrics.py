@@ -160,16 +160,24 @@ def mean_log_return(returns: np.ndarray) -> float:
     return float(np.mean(np.log1p(r)))
 
 
+#: Per-period dispersion at or below which a return series counts as riskless (Sharpe 0, Sortino undefined):
+#: the float residue of NAV accounting and the 1e-10 weights a saturated softmax leaves in risky assets give
+#: 1e-14..2e-12 a day (an all-cash SAC policy scored Sharpes of -0.98 and +1.17 from them); the quietest real
+#: asset (a T-bill ETF) has about 1e-4.
+ZERO_DISPERSION = 1e-9
+
+
 def sharpe_ratio_rows(excess: np.ndarray, periods: int) -> np.ndarray:
     """Annualised Sharpe of each row of per-period excess returns ``excess`` (B, T) -> (B,):
-    ``mean / std(ddof=1) * sqrt(periods)``; 0.0 for a row with fewer than 2 periods or zero dispersion.
+    ``mean / std(ddof=1) * sqrt(periods)``; 0.0 for a row with fewer than 2 periods or zero dispersion
+    (std <= ``ZERO_DISPERSION``: an all-cash policy's float residue must not score a Sharpe of +-1).
     The vectorised form of :func:`sharpe_ratio` (bootstrap resamples use it)."""
     x = np.asarray(excess, dtype=np.float64)
     out = np.zeros(x.shape[0])
     if x.shape[1] < 2:
         return out
     sd = x.std(axis=1, ddof=1)
-    ok = sd > 1e-15
+    ok = sd > ZERO_DISPERSION
     out[ok] = x.mean(axis=1)[ok] / sd[ok] * np.sqrt(periods)
     return out
 
@@ -185,11 +193,12 @@ def sharpe_ratio(returns: np.ndarray, rf: float | np.ndarray, periods: int) -> f
 def sortino_ratio(returns: np.ndarray, rf: float | np.ndarray, periods: int) -> float:
     """Annualised Sortino ratio of excess returns, downside deviation ``sqrt(sum(min(x,0)^2)/T)``.
 
-    ``returns`` (T,), ``rf`` scalar or (T,). NaN when no excess return is negative (as quantstats).
+    ``returns`` (T,), ``rf`` scalar or (T,). NaN when no excess return is negative (as quantstats) or the
+    downside deviation is float residue (<= ``ZERO_DISPERSION``).
     """
     ex = excess_returns(returns, rf)
     downside = float(np.sqrt(np.sum(np.minimum(ex, 0.0) ** 2) / ex.shape[0]))
-    if downside == 0.0:
+    if downside <= ZERO_DISPERSION:
         return float("nan")
     return float(np.mean(ex) / downside * np.sqrt(periods))
 
