@@ -52,15 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Best single-thread float32 n x n matmul rate (GFLOP/s) over ``repeats``, at the current thread count."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    """Best float32 n x n matmul rate (GFLOP/s) over ``repeats``, at the current thread count."""
+    return shaped_matmul_gflops([(n, n, n)], repeats)
 
 
 def shaped_matmul_gflops(shapes: list[tuple[int, int, int]], repeats: int = 5) -> float:

@@ -194,6 +194,7 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
     from evaluation.backtester import run_benchmarks
     from evaluation.benchmarks import EvaluationConfig
     from training.config import costs_of
+    from training.metrics import sharpe_ratio_rows
     from training.rollout import MarketContext, run_episode, strategy_metrics, torch_policy
     from training.walk_forward import expanding_folds
 
@@ -227,8 +228,7 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
             entry["validation_sharpe_gap"][reward] = gap
             rf = context.risk_free[context.day_index(res.dates)]
             funds[reward] = {"returns": np.mean(returns, axis=0), "weights": np.mean(weights, axis=0),
-                             "seed_sharpes_per_day": [float(np.mean(r - rf) / max(np.std(r - rf, ddof=1), 1e-12))
-                                                      for r in returns]}
+                             "seed_sharpes_per_day": sharpe_ratio_rows(np.asarray(returns) - rf, 1).tolist()}
         benches = {}
         for res in run_benchmarks(store, cfg0.env, eval_cfg, context.risk_free, fold.val_start, fold.val_end, costs,
                                   names=[name for name, _ in BENCHMARKS]):
@@ -255,11 +255,9 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
 
 def risky_exposure(weights: np.ndarray, categories: tuple[str, ...] | list[str]) -> float:
     """Mean over days of the share of NAV outside the stable category and cash; weights (T, N+1), cash last."""
-    from training.metrics import weight_by_category
+    from training.metrics import defensive_share
 
-    by_cat = weight_by_category(weights, tuple(categories))
-    defensive = by_cat.get("stable", np.zeros(weights.shape[0])) + by_cat["cash"]
-    return float(np.mean(1.0 - defensive))
+    return float(np.mean(1.0 - defensive_share(weights, tuple(categories))))
 
 
 def vol_target_runner(store: Any, env_cfg: Any, eval_cfg: Any, rf: np.ndarray, start: str, end: str,

@@ -21,6 +21,7 @@ from training.metrics import (  # noqa: F401 - re-exports
     compound_by_group,
     conditional_value_at_risk,
     cost_drag,
+    defensive_share,
     diagnostics,
     drawdown_series,
     equal_weight_risky_return,

@@ -22,6 +22,7 @@ import numpy as np
 from evaluation.performance_metrics import (
     DIAGNOSTIC_COLUMNS,
     METRIC_COLUMNS,
+    defensive_share,
     drawdown_series,
     fold_to_periods,
     volatile_days,
@@ -102,7 +103,7 @@ def allocation_insights(results: Sequence[Any], context: Any) -> dict[str, Any]:
     for r in results:
         by_cat = weight_by_category(r.weights, cats)
         hedge = by_cat.get("hedge", np.zeros(r.weights.shape[0]))
-        defensive = by_cat.get("stable", np.zeros(r.weights.shape[0])) + by_cat["cash"]
+        defensive = defensive_share(r.weights, cats)
         rows.append({
             "label": r.label, "avg_by_category": {k: float(v.mean()) for k, v in by_cat.items()},
             "hedge_volatile": float(hedge[volatile].mean()),

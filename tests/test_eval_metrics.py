@@ -216,3 +216,12 @@ def test_fold_to_periods_by_hand():
     np.testing.assert_allclose(frf, [1.001 ** 3 - 1, 0.001])
     np.testing.assert_allclose(ft, [0.2, 0.1])
     np.testing.assert_allclose(fc, [0.01, 0.02])
+
+
+def test_defensive_share_by_hand_and_regime_response_uses_it():
+    cats = ("growth", "stable", "growth")
+    w = np.array([[0.5, 0.2, 0.2, 0.1],    # stable 0.2 + cash 0.1
+                  [0.0, 0.0, 0.4, 0.6]])   # cash 0.6
+    np.testing.assert_allclose(pm.defensive_share(w, cats), [0.3, 0.6])
+    np.testing.assert_allclose(pm.defensive_share(w[:, [0, 2, 3]], ("growth", "growth")), [0.1, 0.6])  # no stable
+    assert pm.regime_response(w, cats, np.array([False, True])) == pytest.approx(0.3)

@@ -355,6 +355,13 @@ def _share_response(share: np.ndarray, volatile: np.ndarray) -> float:
     return float(share[volatile].mean() - share[~volatile].mean())
 
 
+def defensive_share(weights: np.ndarray, categories: Sequence[str]) -> np.ndarray:
+    """Stable-category + cash share of NAV per day (T,) for ``weights`` (T, N+1), cash last; ``1 -`` it is
+    the risky exposure."""
+    by_cat = weight_by_category(weights, categories)
+    return by_cat.get("stable", np.zeros_like(by_cat["cash"])) + by_cat["cash"]
+
+
 def regime_response(weights: np.ndarray, categories: Sequence[str], volatile: np.ndarray) -> float:
     """Stable + cash share of NAV on the volatile days minus the same share on the other days.
 
@@ -362,9 +369,7 @@ def regime_response(weights: np.ndarray, categories: Sequence[str], volatile: np
     the trailing volatility of the equal-weight risky return). Positive = the policy moves to stable/cash
     when volatility is high; 0 for a constant allocation (and when every day or no day is volatile).
     """
-    by_cat = weight_by_category(weights, categories)
-    defensive = by_cat.get("stable", 0.0) + by_cat["cash"]
-    return _share_response(np.asarray(defensive), volatile)
+    return _share_response(defensive_share(weights, categories), volatile)
 
 
 def hedge_response(weights: np.ndarray, categories: Sequence[str], volatile: np.ndarray) -> float:
