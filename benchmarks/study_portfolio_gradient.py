@@ -3,7 +3,8 @@
 REAL DATA: the paper universe (configs/paper.yaml; tickers the CSVs lack are dropped and reported) from the
 yfinance-style CSVs in ``../shared/data/market`` (``--source csv``). Validation folds only, never data after
 2023-12-31: train on 2019-01-01..2021-12-31 and validate 2022, then train to 2022-12-31 and validate 2023
-(the feature normalisation is refit on each fold's training span). Small sizes that fit a shared 2-core
+(``--folds``; 2021, trained on 2019-2020 only, is the fold none of the warm-start settings was chosen on; the
+feature normalisation is refit on each fold's training span). Small sizes that fit a shared 2-core
 machine (window 30, d_model 32, one day layer, ``--ppo-steps`` PPO env steps).
 
 Strategies per fold and seed:
@@ -13,6 +14,8 @@ Strategies per fold and seed:
   daily log growth net of costs, on the training span);
 - ``pg+ppo``: the same warm start, then PPO for ``--ppo-steps`` (critic and exploration std untouched);
 - ``pg_risk`` / ``pg_risk+ppo``: the warm start with a downside penalty (``--downside``);
+- ``pg_var<lambda>`` / ``pg_var<lambda>+ppo``: the warm start with the variance of the daily log growth
+  penalised (``--risk-aversion lambda ...``: mean-variance, which should cut exposure when volatility is high);
 
 against ``equal_weight`` (rebalanced weekly) and ``vol_target`` (equal weight at a 20% annual volatility
 target, the rest in BIL), all stepped through ``CryptoHedgeFundEnv`` with the run's costs.
@@ -66,7 +69,8 @@ OVERRIDES: dict[str, Any] = {
     "training.n_envs": 4,
     "data.start": "2019-01-01",
 }
-FOLDS = (("2021-12-31", "2022-01-01", "2022-12-31"), ("2022-12-31", "2023-01-01", "2023-12-31"))
+FOLDS = (("2020-12-31", "2021-01-01", "2021-12-31"), ("2021-12-31", "2022-01-01", "2022-12-31"),
+         ("2022-12-31", "2023-01-01", "2023-12-31"))
 #: Configurations evaluated on the validation folds while developing this study, before the final run
 #: (name: what differed). Counted in ``n_configurations`` with the strategies of the final run.
 TRIED: dict[str, str] = {
@@ -82,6 +86,14 @@ TRIED: dict[str, str] = {
     "holdout/pg_risk+ppo": "the same + 4096 PPO steps",
     "smoke/pg": "pg, 3 steps, holdout 30 days, 256 PPO steps, fold 2022 (a smoke test of the parallel jobs)",
     "smoke/pg+ppo": "the same + 256 PPO steps",
+    "final/pg": "FINAL_ARGS (docs/results/study_portfolio_gradient.json)",
+    "final/pg+ppo": "the same + 4096 PPO steps",
+    "final/pg_risk": "FINAL_ARGS with downside 5",
+    "final/pg_risk+ppo": "the same + 4096 PPO steps",
+    "var/pg_var1": "FINAL_ARGS, downside 0, risk aversion 1 (docs/results/study_pg_var.json)",
+    "var/pg_var1+ppo": "the same + 4096 PPO steps",
+    "var/pg_var3": "FINAL_ARGS, downside 0, risk aversion 3",
+    "var/pg_var3+ppo": "the same + 4096 PPO steps",
 }
 #: The settings of the final run (the third set tried: the second plus noise, weight decay, batch 64, lr 3e-4).
 FINAL_ARGS = ("--seeds 0 1 --workers 4 --ppo-steps 4096 --pg-steps 400 --pg-batch 64 --pg-lr 3e-4 --downside 5 "
@@ -148,12 +160,12 @@ def run_job(args: argparse.Namespace, fold: tuple[str, str, str], seed: int) -> 
     env = BatchedHedgeFundEnv(store, cfg.env, cfg.training.n_envs, end=train_end, costs_bps=costs)
     layout = ObsLayout.from_dict(env.obs_layout)
     ppo(make_agent(cfg, layout), "ppo")
-    for v in variants_of(args):
+    for v, (downside, risk_aversion) in variants_of(args).items():
         pg_cfg = PortfolioGradientConfig(steps=args.pg_steps, batch_days=args.pg_batch, rollout=args.pg_rollout,
                                          learning_rate=args.pg_lr, seed=seed, turnover_penalty=args.turnover_penalty,
                                          holdout_days=args.holdout_days, feature_noise=args.feature_noise,
-                                         weight_decay=args.weight_decay,
-                                         downside=args.downside if v == "pg_risk" else 0.0)
+                                         weight_decay=args.weight_decay, downside=downside,
+                                         risk_aversion=risk_aversion)
         agent = make_agent(cfg, layout)
         t0 = time.perf_counter()
         hist = warm_start(agent, env.core, pg_cfg)
@@ -166,8 +178,15 @@ def run_job(args: argparse.Namespace, fold: tuple[str, str, str], seed: int) -> 
     return out
 
 
-def variants_of(args: argparse.Namespace) -> list[str]:
-    return ["pg"] + (["pg_risk"] if args.downside > 0 else [])
+def variants_of(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """Warm-start variants ``{name: (downside, risk_aversion)}``: ``pg`` (pure log growth) unless
+    ``--skip-plain``, ``pg_risk`` when ``--downside`` > 0, ``pg_var<lambda>`` for each ``--risk-aversion``."""
+    out: dict[str, tuple[float, float]] = {} if args.skip_plain else {"pg": (0.0, 0.0)}
+    if args.downside > 0:
+        out["pg_risk"] = (args.downside, 0.0)
+    for lam in args.risk_aversion:
+        out[f"pg_var{lam:g}"] = (0.0, lam)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,11 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pg-rollout", type=int, default=4)
     p.add_argument("--pg-lr", type=float, default=1e-3)
     p.add_argument("--downside", type=float, default=0.0, help="> 0 adds the pg_risk strategies")
+    p.add_argument("--risk-aversion", type=float, nargs="*", default=[],
+                   help="each value > 0 adds pg_var<value> strategies (variance of the daily log growth penalised)")
+    p.add_argument("--skip-plain", action="store_true", help="leave out the pure log-growth pg strategies")
     p.add_argument("--turnover-penalty", type=float, default=0.0, help="extra training cost per unit turnover")
     p.add_argument("--holdout-days", type=int, default=0, help="early stopping on the training span's last days")
     p.add_argument("--feature-noise", type=float, default=0.0)
     p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--folds", type=int, nargs="+", default=[2022, 2023])
+    p.add_argument("--folds", type=int, nargs="+", choices=(2021, 2022, 2023), default=[2022, 2023],
+                   help="validation years (2021 trains on 2019-2020 only)")
     p.add_argument("--results-name", default="study_portfolio_gradient")
     p.add_argument("--workers", type=int, default=2, help="(fold, seed) jobs run in parallel processes")
     p.add_argument("--final", action="store_true", help="the final configuration (FINAL_ARGS)")
@@ -194,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         given = sys.argv[1:] if argv is None else list(argv)
         args = p.parse_args(FINAL_ARGS.split() + [a for a in given if a != "--final"])
 
+    if any(lam <= 0 for lam in args.risk_aversion):
+        p.error("--risk-aversion values must be positive")
     from concurrent.futures import ProcessPoolExecutor
 
     from evaluation.backtester import run_benchmarks
@@ -245,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         "tickers": list(store.tickers), "categories": list(store.categories),
         "settings": {"overrides": OVERRIDES, "ppo_steps": args.ppo_steps, "pg_steps": args.pg_steps,
                      "pg_batch": args.pg_batch, "pg_rollout": args.pg_rollout, "pg_lr": args.pg_lr,
-                     "downside": args.downside, "turnover_penalty": args.turnover_penalty,
+                     "downside": args.downside, "risk_aversion": args.risk_aversion,
+                     "turnover_penalty": args.turnover_penalty,
                      "holdout_days": args.holdout_days, "feature_noise": args.feature_noise,
                      "weight_decay": args.weight_decay, "seeds": args.seeds},
         "tried_before": TRIED,

@@ -1,0 +1,43 @@
+"""benchmarks/study_portfolio_gradient.py: the warm-start variants each flag adds (names and the
+(downside, risk_aversion) they train with), the configuration count, and bad input as exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _study():
+    if str(ROOT / "benchmarks") not in sys.path:  # the scripts import their sibling bench_common
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("study_portfolio_gradient",
+                                                  ROOT / "benchmarks" / "study_portfolio_gradient.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_variants_name_the_objective_they_train_with():
+    study = _study()
+    ns = argparse.Namespace(skip_plain=False, downside=5.0, risk_aversion=[1.0, 2.5])
+    assert study.variants_of(ns) == {"pg": (0.0, 0.0), "pg_risk": (5.0, 0.0), "pg_var1": (0.0, 1.0),
+                                     "pg_var2.5": (0.0, 2.5)}
+    ns = argparse.Namespace(skip_plain=True, downside=0.0, risk_aversion=[3.0])
+    assert study.variants_of(ns) == {"pg_var3": (0.0, 3.0)}
+    # every configuration evaluated on the folds is listed, the committed final run and the variance runs too
+    assert {"final/pg", "final/pg_risk+ppo", "var/pg_var1", "var/pg_var3+ppo"} <= set(study.TRIED)
+    assert [f[1][:4] for f in study.FOLDS] == ["2021", "2022", "2023"]
+
+
+@pytest.mark.parametrize("argv", [["--risk-aversion", "0"], ["--folds", "2024"]])
+def test_bad_input_exits_2_before_any_training(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _study().main(argv)
+    assert exc.value.code == 2
+    assert "error:" in capsys.readouterr().err
