@@ -19,6 +19,13 @@ temperature:
   detached latent; temperature loss ``-mean(log_alpha * (log pi + target_entropy))`` with
   ``target_entropy = -N`` unless set.
 - Polyak updates (``tau``) of both target critics and the target encoder.
+
+Softmax saturation: the entropy is taken in z coordinates, so it is the same whether ``mu`` sits near 0 or
+far below cash's 0; once every risky ``mu_i`` is far below 0 the weights are all cash, their gradient
+``w_i (1 - w_i)`` vanishes and nothing pulls the actor back (seen on crypto4 at 100k steps).
+``latent_l2 > 0`` adds ``latent_l2 * mean_i mu_i^2`` to the actor loss (the ``action_l2`` regulariser of
+OpenAI baselines' DDPG-HER, here on the pre-softmax mean), a restoring force towards equal weight that the
+critics must outweigh.
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ class SACConfig:
     ``train_freq`` batched env steps (M decisions each) ``gradient_steps`` updates run (-1: train_freq * M
     updates), stable-baselines3's meaning with the batched env's step as the unit. ``target_entropy`` None = -N. ``reward_scale`` multiplies rewards
     (daily log returns are ~0.01; SAC's entropy trade-off depends on the reward scale).
-    ``index_buffer``: store day indices when the env exposes them.
+    ``index_buffer``: store day indices when the env exposes them. ``latent_l2`` adds
+    ``latent_l2 * mean_i mu_i^2`` (tradable assets) to the actor loss (0 = off; module doc).
     """
 
     actor_lr: float = 3e-4
@@ -64,6 +72,7 @@ class SACConfig:
     target_entropy: float | None = None
     log_std_min: float = -5.0
     log_std_max: float = 2.0
+    latent_l2: float = 0.0
     reward_scale: float = 1.0
     max_grad_norm: float = 10.0
     index_buffer: bool = True
@@ -82,6 +91,8 @@ class SACConfig:
                              f"{self.train_freq} and {self.gradient_steps}")
         if not 0.0 < self.tau <= 1.0 or not 0.0 < self.gamma <= 1.0:
             raise ValueError("SACConfig.tau and gamma must be in (0, 1]")
+        if self.latent_l2 < 0:
+            raise ValueError(f"SACConfig.latent_l2 must be non-negative, got {self.latent_l2}")
 
 
 class SACAgent(OffPolicyAgent):
@@ -135,15 +146,22 @@ class SACAgent(OffPolicyAgent):
             self.log_alpha.copy_(log_alpha)
 
     # -- the policy ----------------------------------------------------------------------------------
-    def _sample(self, latent: torch.Tensor, weights: torch.Tensor, mask1: torch.Tensor,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised weights (B, N+1) and log pi (B,) over tradable assets (module doc)."""
+    def _actor_out(self, latent: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The actor's latent mean ``mu`` (B, N) and clamped log-std (B, N) per risky asset."""
         out = self.nets["actor"](latent, weights)[:, :-1]
-        mu = out[..., 0]
-        log_std = out[..., 1].clamp(self.config.log_std_min, self.config.log_std_max)
+        return out[..., 0], out[..., 1].clamp(self.config.log_std_min, self.config.log_std_max)
+
+    @staticmethod
+    def _draw(mu: torch.Tensor, log_std: torch.Tensor, mask1: torch.Tensor,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         eps = D.sample_noise(mu.shape, mu, generator)
         z = mu + log_std.exp() * eps
         return D.weights_from_latent(z, mask1), D.noise_log_prob(eps, log_std, mask1[:, :-1])
+
+    def _sample(self, latent: torch.Tensor, weights: torch.Tensor, mask1: torch.Tensor,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised weights (B, N+1) and log pi (B,) over tradable assets (module doc)."""
+        return self._draw(*self._actor_out(latent, weights), mask1, generator)
 
     def _explore(self, obs: torch.Tensor) -> np.ndarray:
         latent, weights, mask1 = self._split(obs)
@@ -178,9 +196,12 @@ class SACAgent(OffPolicyAgent):
         self.optimizers["critic"].step()
 
         lat = latent.detach()
-        action, logp = self._sample(lat, weights, mask1, self.gen)
+        mu, log_std = self._actor_out(lat, weights)
+        action, logp = self._draw(mu, log_std, mask1, self.gen)
         q_pi = torch.min(nets["q1"](lat, weights, action), nets["q2"](lat, weights, action))
         actor_loss = (alpha * logp - q_pi).mean()
+        if c.latent_l2:  # keeps the softmax out of saturation (module doc); 0 = Haarnoja et al. as is
+            actor_loss = actor_loss + c.latent_l2 * (mu.square() * mask).sum(1).div(mask.sum(1).clamp(min=1)).mean()
         self.optimizers["actor"].zero_grad()
         actor_loss.backward()
         self.optimizers["actor"].step()

@@ -173,3 +173,27 @@ def test_train_freq_and_gradient_steps_have_stable_baselines3s_meaning(train_fre
         SACAgent(DriftVecEnv().obs_dim, 4, window=4, train_freq=0)
     with pytest.raises(ValueError, match="gradient_steps"):
         SACAgent(DriftVecEnv().obs_dim, 4, window=4, gradient_steps=0)
+
+
+def test_sac_latent_l2_pulls_a_saturated_all_cash_actor_back_and_is_off_by_default():
+    """Every risky mu at -30: the weights are all cash and their gradient is ~exp(-30), so the plain actor
+    loss cannot move mu; latent_l2 adds 2 * latent_l2 * mu / N per asset, which does."""
+    env = DriftVecEnv(num_envs=4)
+    obs_dim = env.obs_dim
+    moved = {}
+    for l2 in (0.0, 0.1):
+        agent = SACAgent(obs_dim, 4, seed=3, window=4, hidden=16, lstm_layers=1, learning_starts=16, batch_size=16,
+                         gradient_steps=1, actor_lr=1e-2, latent_l2=l2)
+        with torch.no_grad():
+            agent.nets["actor"].fc2.bias[0] = -30.0
+        obs = torch.as_tensor(env.reset(seed=0)[0])
+        latent, weights, mask1 = agent._split(obs)
+        before = agent._actor_out(latent, weights)[0].detach()
+        with torch.no_grad():
+            assert float(agent._sample(latent, weights, mask1)[0][:, -1].min()) > 1 - 1e-9  # all cash
+        agent.train(env, 64)
+        latent, weights, _ = agent._split(obs)
+        moved[l2] = float((agent._actor_out(latent, weights)[0].detach() - before).mean())
+    assert abs(moved[0.0]) < 0.05 and moved[0.1] > 0.5, moved
+    with pytest.raises(ValueError, match="latent_l2"):
+        SACAgent(obs_dim, 4, window=4, latent_l2=-1.0)
