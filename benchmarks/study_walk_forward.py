@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 from bench_common import DEFAULT_DATA_DIR
-from study_portfolio_gradient import TRIED as PG_TRIED
+from study_portfolio_gradient import CONFIGURATIONS_SO_FAR as PG_CONFIGURATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The benchmarks next to PPO, with their table labels: the classical references and the volatility-targeted
@@ -71,9 +71,9 @@ STUDY_OVERRIDES: dict[str, Any] = {
     "training.eval_every": 0,
 }
 #: Configurations evaluated on these validation folds before: the 8k and 65k-step runs of this study, the
-#: paper-size run's 3 rewards, and study_portfolio_gradient.py's ledger (its TRIED plus its plain-PPO baseline).
+#: paper-size run's 3 rewards, and study_portfolio_gradient.py's (its ledger plus its plain-PPO baseline).
 #: The committed paper-size run counted 19 before it (the ledger then held 17).
-PRIOR_TRIALS = 2 + 3 + len(PG_TRIED) + 1
+PRIOR_TRIALS = 2 + 3 + PG_CONFIGURATIONS
 #: What the agent's seed-mean fund is compared with (bootstrap intervals): the rebalanced and buy-and-hold equal
 #: weight, the 20% vol-target rule and the vol-target rule at the fund's own average risky exposure.
 COMPARED: tuple[tuple[str, str], ...] = (("equal_weight_bh", "equal-weight B&H"), ("equal_weight", "equal weight rebal."),

@@ -195,5 +195,6 @@ def test_sac_latent_l2_pulls_a_saturated_all_cash_actor_back_and_is_off_by_defau
         latent, weights, _ = agent._split(obs)
         moved[l2] = float((agent._actor_out(latent, weights)[0].detach() - before).mean())
     assert abs(moved[0.0]) < 0.05 and moved[0.1] > 0.5, moved
+    assert SACAgent(obs_dim, 4, window=4).config.latent_l2 == 0.0  # off by default: Haarnoja et al. as published
     with pytest.raises(ValueError, match="latent_l2"):
         SACAgent(obs_dim, 4, window=4, latent_l2=-1.0)

@@ -33,6 +33,8 @@ def test_variants_name_the_objective_they_train_with():
     # every configuration evaluated on the folds is listed, the committed final run and the variance runs too
     assert {"final/pg", "final/pg_risk+ppo", "var/pg_var1", "var/pg_var3+ppo"} <= set(study.TRIED)
     assert [f[1][:4] for f in study.FOLDS] == ["2021", "2022", "2023"]
+    # 20 ledger entries + the plain-PPO baseline; the 5-seed check of pg_var1 reported 21 + its 2 strategies
+    assert study.CONFIGURATIONS_SO_FAR == len(study.TRIED) + 1 == 21
 
 
 @pytest.mark.parametrize("argv", [["--risk-aversion", "0"], ["--folds", "2024"]])
