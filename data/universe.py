@@ -26,6 +26,16 @@ DEFAULT_COSTS_BPS: dict[str, tuple[float, float]] = {
 }
 
 
+#: Periods a year of a universe quoted every day and of a weekday-only one.
+PERIODS_7D = 365
+PERIODS_WEEKDAY = 252
+
+
+def periods_per_year(calendars: tuple[str, ...] | list[str]) -> int:
+    """365 if any asset's calendar is ``"7d"`` (crypto, quoted every day), else 252 (weekday-only)."""
+    return PERIODS_7D if any(c == "7d" for c in calendars) else PERIODS_WEEKDAY
+
+
 def calendar_of(ticker: str) -> str:
     """``"7d"`` for assets quoted every day (tickers ending in ``-USD``), else ``"weekday"``."""
     return "7d" if ticker.upper().endswith("-USD") else "weekday"

@@ -12,7 +12,8 @@ Conventions (shapes: M portfolios, N risky assets, slot N is the cash leg):
 
 One step, in order:
 
-1. **Action -> simplex.** ``x = a / a.sum()`` (an all-zero action means all cash).
+1. **Action -> simplex.** ``x = a / a.sum()`` (an all-zero action means all cash). With an action
+   prior (``MarketArrays.prior``) the scores are ``a * prior[t]`` instead of ``a``.
 2. **Closed assets.** An asset that is not tradable on day t (market closed, or not listed yet)
    keeps its drifted weight ``w_i`` (0 if unlisted). The action's share on tradable assets and cash
    is rescaled to fill the remaining budget ``1 - sum_closed w_i / L``: ``target_j = L * x_j *
@@ -78,6 +79,8 @@ class MarketArrays:
     - ``adv`` (T, N) float64: trailing average daily dollar volume up to day t (0 = unknown).
     - ``fee_rate`` (N,) float64: fee as a fraction of traded notional (10 bps = 0.001).
     - ``slip_rate`` (N,) float64: slippage fraction for a trade of 1% of ADV.
+    - ``prior`` (T, N+1) float64 or None: the rule a residual policy tilts (``environments.action_prior``);
+      when set, day t's action ``a`` becomes the scores ``a * prior[t]`` before the target step.
 
     Derived once at construction, so that a step gathers one block per portfolio: ``day_rows`` (T, 5, N)
     holds, per day, the tradable mask as 1.0/0.0 (``OPEN``), its complement (``CLOSED``), ``1 +
@@ -91,6 +94,7 @@ class MarketArrays:
     adv: np.ndarray
     fee_rate: np.ndarray
     slip_rate: np.ndarray
+    prior: np.ndarray | None = None
     day_rows: np.ndarray = field(init=False, repr=False)
     any_closed: np.ndarray = field(init=False, repr=False)
 
@@ -280,6 +284,8 @@ def step_portfolios(
     else:
         rows, any_closed = market.day_rows[t], market.any_closed[t].any()
     open_f, closed_f = (rows[:, OPEN], rows[:, CLOSED]) if any_closed else (None, None)
+    if market.prior is not None:
+        actions = actions * (market.prior[day : day + 1] if single else market.prior[t])
 
     if cfg.drawdown_control:
         vol = rolling_vol(state.log_returns, state.n_returns)

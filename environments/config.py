@@ -15,6 +15,8 @@ from typing import Any
 from data.market import DataError
 
 REWARDS: tuple[str, ...] = ("log_return", "dsr", "risk_adjusted")
+#: Rules an action can tilt (``EnvConfig.action_prior``); "none" = the action is the target itself.
+ACTION_PRIORS: tuple[str, ...] = ("none", "vol_target")
 #: Reward coefficients renamed so they no longer read like SAC's temperature (alpha) or the discount (gamma).
 RENAMED_KEYS: dict[str, str] = {
     "alpha": "return_weight", "beta": "vol_penalty", "gamma": "drawdown_penalty", "delta": "cost_penalty",
@@ -71,6 +73,14 @@ class EnvConfig:
     cash leg goes negative (borrowed) and pays ``borrow_rate``; positive cash earns ``cash_rate``.
     When equity falls strictly below ``maintenance_margin`` times gross exposure, every position
     is closed at a penalty of ``liquidation_penalty`` times gross exposure and the episode terminates.
+
+    Residual policy (``action_prior``): ``"none"`` (default) takes the action as the target. With
+    ``"vol_target"`` the action is a multiplicative tilt of a rule's weights ``p_t`` (N+1,): the scores
+    handed to the cap and margin steps are ``a * p_t``, so the uniform action (a latent of zeros) trades
+    to ``p_t`` itself and the agent learns only a departure from the rule. ``p_t`` = ``(1 - prior_floor)``
+    times ``evaluation.benchmarks``' vol-targeted equal weight (annual target ``prior_vol_target``,
+    trailing ``prior_lookback`` days, known at t's close; the benchmark itself, not a copy) plus
+    ``prior_floor`` spread evenly over the listed assets and cash, so that every position stays reachable.
     """
 
     window: int = 60
@@ -98,12 +108,16 @@ class EnvConfig:
     liquidation_penalty: float = 0.05
     cash_rate: float = 0.0
     initial_nav: float = 1_000_000.0
+    action_prior: str = "none"
+    prior_vol_target: float = 0.20
+    prior_lookback: int = 60
+    prior_floor: float = 0.02
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
             raise DataError(f"env.{msg}")
 
-        for name in ("window", "episode_length", "adv_window", "vol_window"):
+        for name in ("window", "episode_length", "adv_window", "vol_window", "prior_lookback"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 bad(f"{name} must be an integer, got {getattr(self, name)!r}")
         for name in (
@@ -111,6 +125,7 @@ class EnvConfig:
             "cost_penalty",
             "cost_scale", "dd_vol_threshold", "dd_threshold", "dd_scale", "max_leverage",
             "borrow_rate", "maintenance_margin", "liquidation_penalty", "cash_rate", "initial_nav",
+            "prior_vol_target", "prior_floor",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -140,6 +155,14 @@ class EnvConfig:
             bad(f"maintenance_margin must be in [0, 1), got {self.maintenance_margin}")
         if self.initial_nav <= 0:
             bad(f"initial_nav must be positive, got {self.initial_nav}")
+        if self.action_prior not in ACTION_PRIORS:
+            bad(f"action_prior must be one of {', '.join(ACTION_PRIORS)}, got '{self.action_prior}'")
+        if self.prior_vol_target <= 0:
+            bad(f"prior_vol_target must be positive, got {self.prior_vol_target}")
+        if self.prior_lookback < 5:
+            bad(f"prior_lookback must be at least 5 days, got {self.prior_lookback}")
+        if not 0.0 < self.prior_floor <= 1.0:
+            bad(f"prior_floor must be in (0, 1], got {self.prior_floor}")
 
     @property
     def leverage(self) -> float:

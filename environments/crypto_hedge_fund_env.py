@@ -69,6 +69,7 @@ from environments.accounting import (
     check_actions,
     step_portfolios,
 )
+from environments.action_prior import prior_table
 from environments.config import EnvConfig, env_section
 
 _ENV_FIELDS = frozenset(f.name for f in fields(EnvConfig))
@@ -288,15 +289,16 @@ class CryptoHedgeFundEnv(gym.Env):
         adv = np.zeros_like(close) if volume is None else trailing_adv(volume, cfg.adv_window)
         if adv.shape != (n_days, n):
             raise ValueError(f"volume must have shape ({n_days}, {n})")
+        tickers = tuple(tickers) if tickers is not None else None
         market = MarketArrays(
             returns=ret, tradable=tradable_arr, adv=adv,
             fee_rate=_per_asset(transaction_costs, n, "transaction_costs", 0.001),
             slip_rate=_per_asset(slippage_costs, n, "slippage_costs", 0.0),
+            prior=prior_table(cfg, ret, listed, tickers or tuple(f"asset{i}" for i in range(n))),
         )
         if dates is not None:
             dates = np.asarray(dates, dtype="datetime64[D]")
-        self._setup(MarketCore(feats, market, cfg, 0, n_days - 1, dates,
-                               tuple(tickers) if tickers is not None else None))
+        self._setup(MarketCore(feats, market, cfg, 0, n_days - 1, dates, tickers))
 
     @classmethod
     def from_store(
@@ -433,8 +435,10 @@ def core_from_store(
     keep = slice(0, hi + 1)
     returns = np.array(store.returns[keep], dtype=np.float64)
     returns[-1] = 0.0  # the return out of the span's last day is never earned inside the span
+    listed = np.asarray(store.listed[keep], dtype=bool)
     market = MarketArrays(
         returns=returns, tradable=np.asarray(store.tradable[keep], dtype=bool),
         adv=trailing_adv(store.volume[keep], config.adv_window), fee_rate=fee, slip_rate=slip,
+        prior=prior_table(config, returns, listed, tuple(store.tickers)),
     )
     return MarketCore(store.features[keep], market, config, lo, hi, dates[keep], tuple(store.tickers))

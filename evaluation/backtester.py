@@ -101,11 +101,12 @@ class BenchmarkPolicy:
 
 
 def benchmark_env_config(env_cfg: EnvConfig, buy_and_hold: bool) -> EnvConfig:
-    """The agent's env config for a classical portfolio: same costs, no margin or drawdown control;
-    the per-asset cap is lifted for buy-and-hold rules (a cap would force sales)."""
+    """The agent's env config for a classical portfolio: same costs, no margin, drawdown control or
+    action prior (a rule's weights are the target, not a tilt); the per-asset cap is lifted for
+    buy-and-hold rules (a cap would force sales)."""
     cap = 1.0 if buy_and_hold else min(env_cfg.max_weight, 1.0)  # without margin a weight is at most 1
     return dataclasses.replace(env_cfg, margin=False, drawdown_control=False, concentration_penalty=0.0,
-                               max_weight=cap)
+                               max_weight=cap, action_prior="none")
 
 
 def run_benchmarks(

@@ -43,9 +43,8 @@ from scipy import optimize
 
 from data.config import DataConfig
 from data.market import DataError
-from data.universe import calendar_of
+from environments.action_prior import cap_weights, listed_through, vol_target_weights
 from evaluation import olps
-from evaluation.performance_metrics import periods_per_year
 
 #: Ticker held by the single-asset buy-and-hold benchmark.
 BTC_TICKER = "BTC-USD"
@@ -98,29 +97,6 @@ class EvaluationConfig:
         unknown = [b for b in (self.benchmarks or []) if b not in BENCHMARKS]
         if unknown:
             raise DataError(f"unknown benchmark '{unknown[0]}'; expected one of {', '.join(BENCHMARKS)}")
-
-
-def cap_weights(scores: np.ndarray, max_weight: float) -> np.ndarray:
-    """Non-negative ``scores`` (N,) -> weights proportional to them, each <= ``max_weight``, sum <= 1.
-
-    Water-filling: assets over the cap are fixed at it and the rest of the budget is re-spread over the
-    others in proportion to their scores; the budget nobody can absorb stays in cash (sum < 1).
-    """
-    s = np.clip(np.asarray(scores, dtype=np.float64), 0.0, None)
-    w = np.zeros_like(s)
-    free = s > 0
-    budget = 1.0
-    while free.any() and budget > 1e-12:
-        trial = budget * s[free] / s[free].sum()
-        over = trial > max_weight + 1e-12
-        if not over.any():
-            w[free] = trial
-            break
-        idx = np.flatnonzero(free)[over]
-        w[idx] = max_weight
-        free[idx] = False
-        budget = 1.0 - w.sum()
-    return w
 
 
 def clean_weights(w: np.ndarray, max_weight: float) -> np.ndarray:
@@ -268,25 +244,11 @@ def rule_risk_parity(history, candidates, rf, cfg, max_weight):
 
 
 def rule_vol_target(history, candidates, rf, cfg, max_weight, tickers=()):
-    """Equal weight, the sleeve without the T-bill leg scaled by ``min(1, vol_target / vol)``.
-
-    ``vol``: annualised sample volatility (ddof=1) of the sleeve's daily return ``history @ sleeve``
-    over the trailing window (``periods_per_year`` of ``tickers``' calendars). What the scaling frees
-    goes to the T-bill leg ``cfg.tbill`` (when a candidate) up to ``max_weight``, the rest to cash.
-    """
-    w = rule_equal_weight(history, candidates, rf, cfg, max_weight)
-    tbill = [i for i, tk in enumerate(tickers) if tk == cfg.tbill and candidates[i]]
-    sleeve = w.copy()
-    sleeve[tbill] = 0.0
-    if history.shape[0] < 2 or not sleeve.any():
-        return w
-    periods = periods_per_year([calendar_of(tk) for tk in tickers]) if tickers else 365
-    vol = float(np.std(history @ sleeve, ddof=1)) * np.sqrt(periods)
-    scale = min(1.0, cfg.vol_target / vol) if vol > 0 else 1.0
-    out = scale * sleeve
-    if tbill:
-        out[tbill[0]] = min(max_weight, w[tbill[0]] + (1.0 - scale) * float(sleeve.sum()))
-    return out
+    """``environments.action_prior.vol_target_weights`` at ``cfg.vol_target`` with T-bill leg ``cfg.tbill``:
+    equal weight, the sleeve without the T-bill leg scaled by ``min(1, vol_target / vol)`` (trailing
+    annualised volatility), what that frees in the T-bill leg up to the cap, the rest in cash. The same
+    function is the prior of a residual policy (``EnvConfig.action_prior``)."""
+    return vol_target_weights(history, candidates, max_weight, cfg.vol_target, tuple(tickers), cfg.tbill)
 
 
 def _olps(name: str) -> Rule:
@@ -346,8 +308,7 @@ def candidates_at(
         mask = np.array([tk == BTC_TICKER for tk in tickers])
         return mask & listed[t]
     if bench.uses_history:
-        lo = max(t - lookback, 0)
-        return listed[lo : t + 1].all(axis=0)
+        return listed_through(listed, t, lookback)
     return listed[t].copy()
 
 

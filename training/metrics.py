@@ -36,9 +36,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-#: Periods per year for a portfolio that holds 7-day (crypto) assets and for a weekday-only one.
-PERIODS_7D = 365
-PERIODS_WEEKDAY = 252
+from data.universe import PERIODS_7D, PERIODS_WEEKDAY, periods_per_year  # noqa: F401 (re-exported)
+
 #: Trailing window (days) of the volatility that defines volatile days, and the share of days called volatile.
 REGIME_WINDOW = 20
 REGIME_TOP_FRACTION = 0.1
@@ -56,11 +55,6 @@ def _as_1d(returns: np.ndarray | Sequence[float], name: str = "returns") -> np.n
 
 
 # -- annualisation and the risk-free leg ----------------------------------------------------------------
-def periods_per_year(calendars: Sequence[str]) -> int:
-    """365 if any asset's calendar is ``"7d"`` (crypto, quoted every day), else 252 (weekday-only)."""
-    return PERIODS_7D if any(c == "7d" for c in calendars) else PERIODS_WEEKDAY
-
-
 def risk_free_daily(
     n_days: int, periods: int, annual_rate: float = 0.0, tbill_returns: np.ndarray | None = None
 ) -> np.ndarray:
