@@ -76,6 +76,12 @@ class ServingSpec:
 
     @classmethod
     def from_documents(cls, config: dict, manifest: dict) -> ServingSpec:
+        prior = _section(config, "env").get("action_prior", "none")
+        if prior != "none":
+            raise DataError(
+                f"this policy was trained as a tilt of the '{prior}' rule (env.action_prior), and serving "
+                "does not apply that rule yet, so its raw output would be the wrong weights; export and "
+                "serve runs trained with env.action_prior 'none'")
         try:
             layout = ObsLayout.from_dict(config["obs_layout"])
         except (KeyError, TypeError, ValueError) as err:
@@ -97,7 +103,7 @@ class ServingSpec:
                 f"{layout.n_assets} and {layout.n_features}; the run directory is inconsistent")
         if mean.shape != (len(names),) or std.shape != (len(names),) or not (std > 0).all():
             raise DataError("manifest normalisation statistics do not match its feature names")
-        clip = manifest.get("clip", _data_section(config).get("clip", 10.0))
+        clip = manifest.get("clip", _section(config, "data").get("clip", 10.0))
         return cls(tickers, tuple(manifest["categories"]), names, mean, std, float(clip), layout,
                    str(config.get("algo", "ppo")), str(config.get("version", "0")))
 
@@ -113,11 +119,12 @@ class ServingSpec:
         }
 
 
-def _data_section(config: dict) -> dict:
-    """The ``data`` section of a run's config.json (top level or inside the ``experiment`` record)."""
+def _section(config: dict, name: str) -> dict:
+    """Section ``name`` (``data``, ``env``) of a run's config.json (top level or inside the ``experiment``
+    record); {} when absent."""
     for holder in (config, config.get("experiment", {})):
-        if isinstance(holder, dict) and isinstance(holder.get("data"), dict):
-            return holder["data"]
+        if isinstance(holder, dict) and isinstance(holder.get(name), dict):
+            return holder[name]
     return {}
 
 

@@ -47,7 +47,7 @@ import numpy as np
 
 from data.atomic_dir import make_temp_dir, sigterm_interrupts
 from data.market import DataError, FeatureStore
-from deployment.deployed_fund import ServingSpec, _data_section, read_json_config
+from deployment.deployed_fund import ServingSpec, _section, read_json_config
 from deployment.drift import DriftReference
 from deployment.split_export import cpu_session, export_split
 
@@ -78,7 +78,7 @@ def find_store(run: Path, config: dict, store_dir: str | None) -> tuple[FeatureS
             return read_store(c), f"feature store '{c}'"
     if store_dir:
         raise DataError(f"--store '{store_dir}' is not a feature store folder (no manifest.json)")
-    section = _data_section(config)
+    section = _section(config, "data")
     if not section:
         return None, "synthetic N(0,1) observations (the run records no data section)"
     try:
