@@ -73,13 +73,28 @@ STUDY_OVERRIDES: dict[str, Any] = {
 #: Configurations evaluated on these validation folds before: the 8k and 65k-step runs of this study, the
 #: paper-size run's 3 rewards, and study_portfolio_gradient.py's (its ledger plus its plain-PPO baseline).
 #: The committed paper-size run counted 19 before it (the ledger then held 17).
-PRIOR_TRIALS = 2 + 3 + PG_CONFIGURATIONS
+#: Residual-policy runs (``env.action_prior``) evaluated on these folds, each one configuration.
+RESIDUAL_RUNS: tuple[str, ...] = ("vol_target prior 20%, floor 2%, dsr, 16,384 steps",)
+PRIOR_TRIALS = 2 + 3 + PG_CONFIGURATIONS + len(RESIDUAL_RUNS)
 #: What the agent's seed-mean fund is compared with (bootstrap intervals): the rebalanced and buy-and-hold equal
 #: weight, the 20% vol-target rule and the vol-target rule at the fund's own average risky exposure.
 COMPARED: tuple[tuple[str, str], ...] = (("equal_weight_bh", "equal-weight B&H"), ("equal_weight", "equal weight rebal."),
                                          ("vol_target", "vol-target EW 20%"),
                                          ("vol_target_matched", "vol-target EW, same risky exposure"))
 REWARDS = ("log_return", "risk_adjusted", "dsr")
+#: With ``env.action_prior`` set the agent is a residual policy; its prior alone (zero tilt, what the agent
+#: starts from) is then one more row, so that what training added is measured against it.
+PRIOR_ALONE = ("prior_alone", "its prior alone (zero tilt)")
+
+
+def rules_of(rows: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """The rules next to PPO in this study's rows: ``BENCHMARKS``, plus ``PRIOR_ALONE`` for a residual policy."""
+    return BENCHMARKS + ((PRIOR_ALONE,) if rows and PRIOR_ALONE[0] in rows[0] else ())
+
+
+def compared_of(rows: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
+    """``COMPARED`` (the bootstrap columns), plus ``PRIOR_ALONE`` for a residual policy."""
+    return COMPARED + ((PRIOR_ALONE,) if rows and PRIOR_ALONE[0] in rows[0] else ())
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -232,6 +247,11 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
             funds[reward] = {"returns": np.mean(returns, axis=0), "weights": np.mean(weights, axis=0),
                              "seed_sharpes_per_day": sharpe_ratio_rows(np.asarray(returns) - rf, 1).tolist()}
         benches = {}
+        if cfg0.env.action_prior != "none":  # the residual policy's starting point: every score 1, i.e. p_t
+            res = run_episode(CryptoHedgeFundEnv.from_store(store, cfg0.env, fold.val_start, fold.val_end, costs),
+                              lambda t, obs, w: np.ones_like(w), *PRIOR_ALONE)
+            entry[PRIOR_ALONE[0]] = strategy_metrics(res, context)
+            benches[PRIOR_ALONE[0]] = {"returns": res.returns, "weights": res.weights}
         for res in run_benchmarks(store, cfg0.env, eval_cfg, context.risk_free, fold.val_start, fold.val_end, costs,
                                   names=[name for name, _ in BENCHMARKS]):
             entry[res.name] = strategy_metrics(res, context)
@@ -306,7 +326,7 @@ def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], series: dict
     report: dict[str, Any] = {"n_trials": n_trials, "ci": {}, "mean_ci": {}, "dsr": {}, "goals": {}}
     for reward in args.rewards:
         report["ci"][reward], report["mean_ci"][reward] = {}, {}
-        for name, _ in BENCHMARKS:
+        for name, _ in rules_of(rows):
             if name == "min_variance":
                 continue
             pairs = []
@@ -365,7 +385,7 @@ def text_table(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, 
                          f"{agg([m['total_return'] for m in ppo])[0]:>10.1%} "
                          f"{agg([m['active_share'] for m in ppo])[0]:>10.3f} "
                          f"{agg([m['regime_response'] for m in ppo])[0]:>+12.3f}")
-        for name, label in BENCHMARKS:
+        for name, label in rules_of(rows):
             m = e[name]
             lines.append(f"{'':>5} {label:<30} {m['sharpe']:>8.2f}{'':<6} {m['max_drawdown']:>8.1%} "
                          f"{m['turnover']:>10.4f} {m['total_return']:>10.1%} {m['active_share']:>10.3f} "
@@ -381,13 +401,13 @@ def text_table(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, 
         d = report["dsr"][str(e["year"])]
         lines.append(f"{'':>5} PPO {best} seed-mean fund minus " + "; ".join(
             f"{label}: {ci[n]['estimate']:+.2f} [{ci[n]['low']:+.2f}, {ci[n]['high']:+.2f}]"
-            for n, label in COMPARED if n in ci) + f"; deflated Sharpe {d['dsr']:.2f} ({report['n_trials']} trials)")
+            for n, label in compared_of(rows) if n in ci) + f"; deflated Sharpe {d['dsr']:.2f} ({report['n_trials']} trials)")
     lines.append("-" * len(head))
     for reward in args.rewards:
         mc = report["mean_ci"][reward]
         lines.append(f"{'all':>5} PPO {reward}: mean Sharpe over folds minus " + "; ".join(
             f"{label}: {mc[n]['estimate']:+.2f} [{mc[n]['low']:+.2f}, {mc[n]['high']:+.2f}]"
-            for n, label in BENCHMARKS if n in mc))
+            for n, label in rules_of(rows) if n in mc))
     lines.append("(Sharpe differences: paired stationary bootstrap, 2,000 resamples, 95% percentile interval)")
     gaps = max(g for e in rows for g in e["validation_sharpe_gap"].values())
     lines.append(f"training-layer validation Sharpe vs evaluation-layer re-run: max |difference| {gaps:.2e}")
@@ -417,26 +437,26 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, re
         matched = [(f"vol-target EW at PPO {r}'s risky exposure ({e['vol_target_matched'][r]['fund_exposure']:.0%}; "
                     f"target {e['vol_target_matched'][r]['vol_target']:.0%})", e["vol_target_matched"][r]["metrics"])
                    for r in args.rewards]
-        for label, m in [(label, e[name]) for name, label in BENCHMARKS] + matched:
+        for label, m in [(label, e[name]) for name, label in rules_of(rows)] + matched:
             out.append(f"| {e['year']} | {label} | {m['sharpe']:.2f} | {m['max_drawdown']:.1%} | {m['turnover']:.3f} | "
                        f"{m['total_return']:.1%} | {m['active_share']:.3f} | {m['regime_response']:+.3f} | "
                        f"{m['hedge_response']:+.3f} |")
     out += ["", f"PPO ({best}) seed-mean fund minus each benchmark, Sharpe difference with a 95% paired stationary-"
             "bootstrap interval, and the deflated Sharpe ratio (probability that the true Sharpe exceeds the best of "
             f"{report['n_trials']} unskilled trials):", "", "| fold | " + " | ".join(
-                label for _, label in COMPARED) + " | PSR | DSR |",
-            "|---|" + "---:|" * (len(COMPARED) + 2)]
+                label for _, label in compared_of(rows)) + " | PSR | DSR |",
+            "|---|" + "---:|" * (len(compared_of(rows)) + 2)]
     for e in rows:
         ci, d = report["ci"][best][str(e["year"])], report["dsr"][str(e["year"])]
         out.append(f"| {e['year']} | " + " | ".join(
-            f"{ci[n]['estimate']:+.2f} [{ci[n]['low']:+.2f}, {ci[n]['high']:+.2f}]" for n, _ in COMPARED)
+            f"{ci[n]['estimate']:+.2f} [{ci[n]['low']:+.2f}, {ci[n]['high']:+.2f}]" for n, _ in compared_of(rows))
             + f" | {d['psr']:.2f} | {d['dsr']:.2f} |")
     out += ["", "Mean over the folds of the Sharpe difference (each fold bootstrapped on its own):", ""]
     for reward in args.rewards:
         mc = report["mean_ci"][reward]
         out.append(f"- PPO {reward}: " + "; ".join(
             f"{label} {mc[n]['estimate']:+.2f} [{mc[n]['low']:+.2f}, {mc[n]['high']:+.2f}]"
-            for n, label in BENCHMARKS if n in mc))
+            for n, label in rules_of(rows) if n in mc))
     return "\n".join(out) + "\n"
 
 

@@ -67,7 +67,7 @@ def test_best_reward_follows_the_declared_rule_and_intervals_match_the_significa
     rows, rep = report["folds"], report["report"]
     means = {r: np.mean([m["sharpe"] for f in rows for m in f["ppo"][r].values()]) for r in ("log_return", "dsr")}
     assert report["best_reward"] == max(means, key=means.get)
-    assert rep["n_trials"] == _study().PRIOR_TRIALS + 2 == 26 + 2
+    assert rep["n_trials"] == _study().PRIOR_TRIALS + 2 == 27 + 2
     for reward in ("log_return", "dsr"):
         for name in ("equal_weight_bh", "equal_weight", "vol_target"):
             per_fold = [rep["ci"][reward][str(f["year"])][name] for f in rows]
@@ -115,3 +115,26 @@ def test_matched_vol_target_bisects_to_the_exposure_and_caps_at_the_uncapped_rul
     assert study.risky_exposure(res.weights, context.categories) == pytest.approx(0.4, abs=1e-3)
     target, res = study.matched_vol_target(0.9, context, run)  # above the uncapped rule's 0.8
     assert target == 4.0 and study.risky_exposure(res.weights, context.categories) == pytest.approx(0.8)
+
+
+def test_a_residual_policy_is_compared_with_its_prior_alone(tmp_path):
+    """With env.action_prior the study adds the prior alone (every score 1: the agent's zero-tilt start) as a
+    rule and bootstraps the agent against it; a barely trained agent stays close to it."""
+    tiny = [a for a in TINY]
+    tiny[tiny.index("--seeds") + 1: tiny.index("--years")] = ["0"]
+    tiny[tiny.index("--years") + 1: tiny.index("--rewards")] = ["2023"]
+    tiny[tiny.index("--rewards") + 1: tiny.index("--timesteps")] = ["dsr"]
+    code = _study().main(tiny + ["--set", "env.action_prior=vol_target", "--set", "env.prior_lookback=10",
+                                 "--out", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res"),
+                                 "--results-name", "wf"])
+    assert code == 0
+    report = _strict((tmp_path / "res" / "wf.json").read_text())
+    fold = report["folds"][0]
+    alone = fold["prior_alone"]
+    assert 0.0 < alone["active_share"] < 1.0
+    agent = fold["ppo"]["dsr"]["0"]
+    assert abs(agent["sharpe"] - alone["sharpe"]) < 0.5
+    iv = report["report"]["ci"]["dsr"]["2023"]["prior_alone"]
+    assert iv["low"] <= iv["estimate"] <= iv["high"]
+    assert "its prior alone (zero tilt)" in (tmp_path / "res" / "wf.md").read_text()
+    assert report["env"]["dsr"]["action_prior"] == "vol_target"
