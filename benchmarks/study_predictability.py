@@ -9,7 +9,8 @@ over the same number of days, what the vol-target rule uses).
 
 Per expanding fold (train on [start, Y-1], validate Y; features normalised on the training span as the agents
 see them), risky assets only (every category but ``stable``), for each ridge penalty in ``--ridge`` (all
-reported, none selected; the penalty is ``alpha * n_samples`` on the coefficients, the intercept free):
+reported, none selected; the penalty is ``alpha * n_samples`` on the coefficients, the intercept free) and for
+a gradient-boosted tree model with the fixed settings ``GBM`` (the non-linear probe; ``--no-gbm`` skips it):
 
 - returns: out-of-sample R^2 against the zero forecast and against the training mean; the daily cross-sectional
   rank IC (Spearman of forecast and outcome across the assets listed that day, days with >= 5 assets), its mean
@@ -33,6 +34,7 @@ if __package__ in (None, ""):
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,9 @@ from bench_common import DEFAULT_DATA_DIR
 ROOT = Path(__file__).resolve().parents[1]
 #: Ridge penalties reported (each ``alpha * n_samples``), declared before the first real-data run.
 RIDGE: tuple[float, ...] = (0.01, 1.0, 100.0)
+#: The gradient-boosted probe's fixed settings (declared before its first real-data run; none tuned).
+GBM: dict[str, Any] = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 200,
+                       "l2_regularization": 1.0, "early_stopping": False, "random_state": 0}
 MIN_ASSETS_IC = 5
 
 
@@ -52,6 +57,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     p.add_argument("--years", type=int, nargs="+", default=[2021, 2022, 2023])
     p.add_argument("--ridge", type=float, nargs="+", default=list(RIDGE))
+    p.add_argument("--no-gbm", action="store_true", help="skip the gradient-boosted tree probe")
     p.add_argument("--vol-horizon", type=int, default=20, help="days of future volatility (>= 2)")
     p.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--results-name", default="study_predictability")
@@ -132,19 +138,43 @@ def quintile_spread(day: np.ndarray, pred: np.ndarray, y: np.ndarray) -> np.ndar
     return np.asarray(out)
 
 
-def probe(train: dict[str, np.ndarray], val: dict[str, np.ndarray], alphas: list[float],
+def ridge_model(alpha: float) -> Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    """``fit(x, y) -> predict`` for ``ridge_fit`` at penalty ``alpha``."""
+    def fit(x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        w, b = ridge_fit(x, y, alpha)
+        return lambda z: z @ w + b
+    return fit
+
+
+def gbm_fit(x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A gradient-boosted tree model with fixed settings (``GBM``; no early stopping, seeded): the non-linear probe."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    model = HistGradientBoostingRegressor(**GBM).fit(x, y)
+    return model.predict
+
+
+def models_of(alphas: list[float], gbm: bool) -> dict[str, Callable]:
+    """The probes by name: ``ridge <alpha>`` for each penalty, then ``gbm`` when asked."""
+    out = {f"ridge {a:g}": ridge_model(a) for a in alphas}
+    if gbm:
+        out["gbm"] = gbm_fit
+    return out
+
+
+def probe(train: dict[str, np.ndarray], val: dict[str, np.ndarray], models: dict[str, Callable],
           periods: int) -> dict[str, Any]:
-    """Every measure of the module docstring for one fold (``samples`` of the training and validation days)."""
+    """Every measure of the module docstring for one fold (``samples`` of the training and validation days),
+    for each of ``models`` (name -> ``fit(x, y) -> predict``)."""
     res: dict[str, Any] = {"n_train": int(train["ret"].size), "n_val": int(val["ret"].size),
                            "vol_persistence_r2": r2(val["log_vol"], val["trail"], float(train["log_vol"].mean())),
                            "returns": {}, "volatility": {}}
-    for alpha in alphas:
-        w, b = ridge_fit(train["x"], train["ret"], alpha)
-        pred = val["x"] @ w + b
+    for name, fit in models.items():
+        pred = fit(train["x"], train["ret"])(val["x"])
         ic = rank_ic(val["day"], pred, val["ret"])
         spread = quintile_spread(val["day"], pred, val["ret"])
         sd = spread.std(ddof=1) if spread.size > 1 else 0.0
-        res["returns"][f"{alpha:g}"] = {
+        res["returns"][name] = {
             "r2_vs_zero": r2(val["ret"], pred, 0.0),
             "r2_vs_train_mean": r2(val["ret"], pred, float(train["ret"].mean())),
             "rank_ic_mean": float(ic.mean()) if ic.size else float("nan"),
@@ -152,9 +182,8 @@ def probe(train: dict[str, np.ndarray], val: dict[str, np.ndarray], alphas: list
             else float("nan"),
             "quintile_spread_sharpe": float(spread.mean() / sd * np.sqrt(periods)) if sd > 0 else float("nan"),
             "ic_days": int(ic.size)}
-        wv, bv = ridge_fit(train["x"], train["log_vol"], alpha)
-        res["volatility"][f"{alpha:g}"] = {
-            "r2_vs_train_mean": r2(val["log_vol"], val["x"] @ wv + bv, float(train["log_vol"].mean()))}
+        vol_pred = fit(train["x"], train["log_vol"])(val["x"])
+        res["volatility"][name] = {"r2_vs_train_mean": r2(val["log_vol"], vol_pred, float(train["log_vol"].mean()))}
     return res
 
 
@@ -201,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         folds_out.append({"year": fold.year, "train": f"{fold.train_start}..{fold.train_end}",
                           "validate": f"{fold.val_start}..{fold.val_end}", "n_features": int(feats.shape[2]),
-                          "n_risky_assets": int(risky.sum()), **probe(train, val, args.ridge, periods)})
+                          "n_risky_assets": int(risky.sum()),
+                          **probe(train, val, models_of(args.ridge, not args.no_gbm), periods)})
     table = text_table(folds_out, args)
     print(f"{label}\n{table}\n({time.perf_counter() - t0:.1f} s)")
     res_dir = Path(args.results_dir)
@@ -214,16 +244,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def text_table(folds: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    head = (f"{'fold':>5} {'ridge':>6} {'ret R2 vs 0':>12} {'ret R2 vs mean':>15} {'rank IC':>8} {'IC t':>6} "
+    head = (f"{'fold':>5} {'model':>10} {'ret R2 vs 0':>12} {'ret R2 vs mean':>15} {'rank IC':>8} {'IC t':>6} "
             f"{'Q5-Q1 Sharpe':>13} {'logvol R2':>10} {'persistence R2':>15}")
     lines = [head, "-" * len(head)]
     for f in folds:
-        for alpha in args.ridge:
-            r, v = f["returns"][f"{alpha:g}"], f["volatility"][f"{alpha:g}"]
-            lines.append(f"{f['year']:>5} {alpha:>6g} {r['r2_vs_zero']:>12.4f} {r['r2_vs_train_mean']:>15.4f} "
+        for name in f["returns"]:
+            r, v = f["returns"][name], f["volatility"][name]
+            lines.append(f"{f['year']:>5} {name:>10} {r['r2_vs_zero']:>12.4f} {r['r2_vs_train_mean']:>15.4f} "
                          f"{r['rank_ic_mean']:>8.4f} {r['rank_ic_t']:>6.2f} {r['quintile_spread_sharpe']:>13.2f} "
                          f"{v['r2_vs_train_mean']:>10.3f} {f['vol_persistence_r2']:>15.3f}")
-    lines.append(f"(pooled ridge on {folds[0]['n_features']} features, risky assets; vol = log std of the next "
+    lines.append(f"(pooled ridge and gradient-boosted trees on {folds[0]['n_features']} features, risky assets; "
+                 f"vol = log std of the next "
                  f"{args.vol_horizon} daily returns; persistence = the trailing {args.vol_horizon} days')")
     return "\n".join(lines)
 

@@ -38,12 +38,14 @@ def test_probe_finds_a_planted_signal_and_nothing_in_noise(planted, finds):
     features, returns, listed, risky = market(planted)
     train = s.samples(features, returns, listed, risky, np.arange(0, 250), 5)
     val = s.samples(features, returns, listed, risky, np.arange(260, 399), 5)
-    res = s.probe(train, val, [1e-3], 365)["returns"]["0.001"]
-    if finds:  # corr(feature, return) = 1/sqrt(2): a strong signal
-        assert res["rank_ic_mean"] > 0.4 and res["rank_ic_t"] > 10 and res["r2_vs_zero"] > 0.2
-        assert res["quintile_spread_sharpe"] > 5
-    else:
-        assert abs(res["rank_ic_mean"]) < 0.05 and res["r2_vs_zero"] < 0.01
+    out = s.probe(train, val, s.models_of([1e-3], gbm=True), 365)["returns"]
+    for name in ("ridge 0.001", "gbm"):
+        res = out[name]
+        if finds:  # corr(feature, return) = 1/sqrt(2): a strong signal
+            assert res["rank_ic_mean"] > 0.4 and res["rank_ic_t"] > 10 and res["r2_vs_zero"] > 0.2
+            assert res["quintile_spread_sharpe"] > 5
+        else:
+            assert abs(res["rank_ic_mean"]) < 0.05 and res["r2_vs_zero"] < 0.01
 
 
 def test_samples_by_hand_and_no_target_past_the_span():
