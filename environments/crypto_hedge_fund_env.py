@@ -294,7 +294,7 @@ class CryptoHedgeFundEnv(gym.Env):
             returns=ret, tradable=tradable_arr, adv=adv,
             fee_rate=_per_asset(transaction_costs, n, "transaction_costs", 0.001),
             slip_rate=_per_asset(slippage_costs, n, "slippage_costs", 0.0),
-            prior=prior_table(cfg, ret, listed, tickers or tuple(f"asset{i}" for i in range(n))),
+            prior=prior_table(cfg, ret, listed, tickers or ()),  # no tickers: a 7-day calendar, no T-bill leg
         )
         if dates is not None:
             dates = np.asarray(dates, dtype="datetime64[D]")
