@@ -96,6 +96,8 @@ class MarketTape(NamedTuple):
     - ``cost_rate`` (N,) float64: fee + slippage as a fraction of traded notional.
     - ``first``, ``last``: decisions on days ``first .. last - 1`` (``first >= window - 1``).
     - ``max_weight``: per-asset cap (the excess goes to cash); ``cash_rate``: annual rate earned by cash.
+    - ``prior`` (T, N+1) or None: the env's action prior (``EnvConfig.action_prior``); when set the policy's
+      weights are scores multiplied by ``prior[t]`` before the env's rules, as the env does.
     """
 
     features: np.ndarray
@@ -106,6 +108,7 @@ class MarketTape(NamedTuple):
     last: int
     max_weight: float
     cash_rate: float = 0.0
+    prior: np.ndarray | None = None
 
 
 def tape_from_core(core: Any, last: int | None = None) -> MarketTape:
@@ -121,7 +124,7 @@ def tape_from_core(core: Any, last: int | None = None) -> MarketTape:
     end = int(core.last) if last is None else min(int(last), int(core.last))
     return MarketTape(core.features, np.asarray(market.returns, np.float64), np.asarray(market.tradable, bool),
                       rate.astype(np.float64), int(core.first), end, float(cfg.max_weight),
-                      float(getattr(cfg, "cash_rate", 0.0)))
+                      float(getattr(cfg, "cash_rate", 0.0)), getattr(market, "prior", None))
 
 
 def env_targets(action: torch.Tensor, prev: torch.Tensor, open_: torch.Tensor, max_weight: float) -> torch.Tensor:
@@ -208,6 +211,8 @@ def rollout_growth(policy: nn.Module, tape: MarketTape, builder: IndexReplayBuff
             obs_np[:, :fd] += (noise * rng.standard_normal((obs_np.shape[0], fd))).astype(np.float32)
         obs = torch.as_tensor(obs_np)
         action = policy(obs)
+        if tape.prior is not None:  # a residual policy's weights tilt the env's prior (the env's step 1)
+            action = action * torch.as_tensor(tape.prior[d], dtype=action.dtype)
         open_ = torch.as_tensor(tape.tradable[d], dtype=torch.float32)
         target = env_targets(action, prev, open_, tape.max_weight)
         g, nxt = step_growth(target, prev, torch.as_tensor(tape.returns[d], dtype=torch.float32), cost_rate,

@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 WINDOW, N = 4, 3
 
 
-def _env(seed: int = 0, max_weight: float = 1.0, closed: bool = True) -> CryptoHedgeFundEnv:
+def _env(seed: int = 0, max_weight: float = 1.0, closed: bool = True, **options) -> CryptoHedgeFundEnv:
     """Asset 0 drifts +1%/day, the others are zero-mean noise; features = yesterday's return in % and 1."""
     rng = np.random.default_rng(seed)
     t_days = 200
@@ -29,7 +29,7 @@ def _env(seed: int = 0, max_weight: float = 1.0, closed: bool = True) -> CryptoH
         tradable[np.arange(t_days) % 7 >= 5, 2] = False  # asset 2 trades on weekdays only
     return CryptoHedgeFundEnv(prices, feats, transaction_costs=[0.001, 0.002, 0.003], tradable=tradable,
                               slippage_costs=[0.0005, 0.0, 0.001], window=WINDOW, episode_length=32,
-                              max_weight=max_weight)
+                              max_weight=max_weight, **options)
 
 
 def test_step_growth_hand_worked():
@@ -135,3 +135,31 @@ def test_holdout_early_stopping_keeps_the_best_parameters():
     with torch.no_grad():
         g, _ = pg.rollout_growth(policy, tape, builder, days, w0, 2)
     assert float(pg.objective(g)) == pytest.approx(max(hist["holdout"]), abs=1e-6)
+
+
+def test_a_residual_policy_is_scored_as_the_env_books_it():
+    """With env.action_prior the tape carries the prior and the rollout tilts the policy's weights by it: the
+    rollout's post-trade weights and log growths equal the env's steps for the same policy (float32 policy)."""
+    from agents.replay_buffer import IndexReplayBuffer
+
+    env = _env(max_weight=0.6, action_prior="vol_target", prior_lookback=10, prior_vol_target=0.05)
+    tape = pg.tape_from_core(env.core)
+    assert tape.prior is env.core.market.prior and tape.prior is not None
+    layout = ObsLayout(WINDOW, N, 2)
+    policy = _agent(env).policy_module()
+    builder = IndexReplayBuffer(tape.features, tape.tradable.astype(np.float32), layout, capacity=1)
+    obs, info = env.reset(options={"start": 30, "end": 40})
+    w0 = info["weights"][None]
+    g, targets = pg.rollout_growth(policy, tape, builder, np.array([30]), w0, 8)
+    g = g.detach()
+    nav = info["nav"]
+    for k in range(8):
+        with torch.no_grad():
+            action = policy(torch.as_tensor(obs[None])).double().numpy()[0]
+        obs, _, _, _, info = env.step(action)
+        np.testing.assert_allclose(targets[0, k], info["target_weights"], atol=1e-6)
+        assert float(g[k]) == pytest.approx(np.log(info["nav"] / nav), abs=1e-6)
+        nav = info["nav"]
+    # the prior is what moved the weights: the same rollout without it lands elsewhere
+    _, untilted = pg.rollout_growth(policy, tape._replace(prior=None), builder, np.array([30]), w0, 1)
+    assert np.abs(untilted[0, 0] - targets[0, 0]).max() > 0.05
