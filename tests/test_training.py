@@ -401,4 +401,5 @@ def test_every_shipped_config_loads_strictly():
         cfg = load_experiment(str(path), {})
         assert cfg.data.start < cfg.data.train_end <= cfg.data.end, path.name
     best = load_experiment(str(ROOT / "configs" / "paper_best.yaml"), {})
-    assert best.data.end == "2023-12-31" and best.data.source == "csv" and best.env.window == 30
+    assert best.data.end == "2023-12-31" and best.data.source == "csv" and best.env.window == 60
+    assert best.env.action_prior == "vol_target" and best.training.total_timesteps == 16384
