@@ -78,9 +78,10 @@ class EnvConfig:
     ``"vol_target"`` the action is a multiplicative tilt of a rule's weights ``p_t`` (N+1,): the scores
     handed to the cap and margin steps are ``a * p_t``, so the uniform action (a latent of zeros) trades
     to ``p_t`` itself and the agent learns only a departure from the rule. ``p_t`` = ``(1 - prior_floor)``
-    times ``evaluation.benchmarks``' vol-targeted equal weight (annual target ``prior_vol_target``,
-    trailing ``prior_lookback`` days, known at t's close; the benchmark itself, not a copy) plus
-    ``prior_floor`` spread evenly over the listed assets and cash, so that every position stays reachable.
+    times the vol-targeted equal weight of ``environments.action_prior.vol_target_weights`` (annual target
+    ``prior_vol_target``, trailing ``prior_lookback`` days, known at t's close; the function the backtester's
+    vol-target benchmark calls) plus ``prior_floor`` spread evenly over the listed assets and cash, so that
+    every position stays reachable.
     """
 
     window: int = 60
