@@ -323,6 +323,15 @@ def normalise(raw: np.ndarray, listed: np.ndarray, mean: np.ndarray, std: np.nda
     return np.where(listed[:, :, None], z, 0.0).astype(np.float32)
 
 
+def store_returns(close: np.ndarray, listed: np.ndarray) -> np.ndarray:
+    """The store's returns (T, N): ``close[t+1] / close[t] - 1`` where the asset is listed at t (its close
+    is NaN where not listed), else 0; the last row is 0 (its next close is not known)."""
+    returns = np.zeros_like(close, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        returns[:-1] = np.where(listed[:-1], close[1:] / close[:-1] - 1.0, 0.0)
+    return returns
+
+
 def build_feature_store(market: MarketData, train_end: str | np.datetime64, clip: float = 10.0,
                         norm_stats: tuple[np.ndarray, np.ndarray] | None = None,
                         progress: bool = False) -> FeatureStore:
@@ -364,9 +373,7 @@ def build_feature_store(market: MarketData, train_end: str | np.datetime64, clip
             raise DataError(f"norm_stats must be two arrays of shape ({len(names)},)")
     features = normalise(raw, listed, mean, std, clip)
     close = np.where(listed, market.close[sl], np.nan)
-    returns = np.zeros_like(close)
-    with np.errstate(invalid="ignore"):
-        returns[:-1] = np.where(listed[:-1], close[1:] / close[:-1] - 1.0, 0.0)
+    returns = store_returns(close, listed)
     volume = np.where(listed, np.nan_to_num(close * market.volume[sl]), 0.0)
     store = FeatureStore(
         dates=dates, tickers=market.tickers, categories=market.categories, feature_names=names,

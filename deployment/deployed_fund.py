@@ -27,9 +27,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from agents.common import ObsLayout
+from data.config import from_mapping
 from data.market import DataError
 from deployment.risk import CASH, Intervention, RiskConfig, apply_risk
 from deployment.split_export import TorchSplitCalls, cpu_session
+from environments.action_prior import prior_row, tilt
+from environments.config import EnvConfig, env_section
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pck", ".dill")
 OHLCV_FIELDS = ("date", "open", "high", "low", "close", "volume")
@@ -62,6 +65,8 @@ class ServingSpec:
 
     ``norm_mean``/``norm_std`` (F,) are the raw-feature statistics fitted on the training span;
     ``clip`` bounds normalised values. ``window`` days x N assets x F features per observation.
+    ``prior_env``: the run's env settings when it was trained as a tilt of a rule (``env.action_prior``),
+    else None; its output is then a tilt, and serving multiplies it by the rule's weights of the day.
     """
 
     tickers: tuple[str, ...]
@@ -73,15 +78,14 @@ class ServingSpec:
     layout: ObsLayout
     algo: str
     version: str
+    prior_env: EnvConfig | None = None
 
     @classmethod
     def from_documents(cls, config: dict, manifest: dict) -> ServingSpec:
-        prior = _section(config, "env").get("action_prior", "none")
-        if prior != "none":
-            raise DataError(
-                f"this policy was trained as a tilt of the '{prior}' rule (env.action_prior), and serving "
-                "does not apply that rule yet, so its raw output would be the wrong weights; export and "
-                "serve runs trained with env.action_prior 'none'")
+        prior_env = None
+        env = _section(config, "env")
+        if env.get("action_prior", "none") != "none":
+            prior_env = from_mapping(EnvConfig, env_section(env), "env")
         try:
             layout = ObsLayout.from_dict(config["obs_layout"])
         except (KeyError, TypeError, ValueError) as err:
@@ -105,7 +109,7 @@ class ServingSpec:
             raise DataError("manifest normalisation statistics do not match its feature names")
         clip = manifest.get("clip", _section(config, "data").get("clip", 10.0))
         return cls(tickers, tuple(manifest["categories"]), names, mean, std, float(clip), layout,
-                   str(config.get("algo", "ppo")), str(config.get("version", "0")))
+                   str(config.get("algo", "ppo")), str(config.get("version", "0")), prior_env)
 
     def to_metadata(self) -> dict[str, str]:
         """String key/values for ONNX ``metadata_props``."""
@@ -116,7 +120,29 @@ class ServingSpec:
             "normalisation": json.dumps({"mean": self.norm_mean.tolist(), "std": self.norm_std.tolist(),
                                          "clip": self.clip}),
             "algo": self.algo, "version": self.version,
+            "action_prior": json.dumps(None if self.prior_env is None else {
+                k: getattr(self.prior_env, k) for k in PRIOR_KEYS}),
         }
+
+    def prior_at(self, close: np.ndarray, listed: np.ndarray) -> np.ndarray | None:
+        """The rule's weights (N+1,) for the last of K days of ``close`` (K, N; NaN where not listed) and
+        ``listed`` (K, N) bool, as the env computes them (``environments.action_prior.prior_row`` on the
+        store's returns); None without a prior. ``RequestError`` when K < ``prior_lookback + 1``."""
+        if self.prior_env is None:
+            return None
+        from data.feature_engineering import store_returns
+
+        need = self.prior_env.prior_lookback + 1
+        if close.shape[0] < need:
+            raise RequestError(f"this policy tilts the '{self.prior_env.action_prior}' rule, which needs "
+                               f"{need} days of prices; only {close.shape[0]} are available")
+        listed = np.asarray(listed, bool)[-need:]
+        returns = store_returns(np.asarray(close, np.float64)[-need:], listed)
+        return prior_row(self.prior_env, returns, listed, self.tickers, need - 1)
+
+
+#: The env settings of a residual policy's rule, recorded in the ONNX metadata (``action_prior``).
+PRIOR_KEYS = ("action_prior", "prior_vol_target", "prior_lookback", "prior_floor", "max_weight")
 
 
 def _section(config: dict, name: str) -> dict:
@@ -336,6 +362,12 @@ class DeployedCryptoHedgeFund:
         ``as_of`` (default: today, UTC). Each asset needs enough quote days for the features' warm-up
         over the whole window.
         """
+        obs, returns, _ = self._observe_ohlcv(ohlcv, current_weights, as_of)
+        return obs, returns
+
+    def _observe_ohlcv(self, ohlcv: Any, current_weights: Any, as_of: str | None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``observation_from_ohlcv`` plus the day's prior (``ServingSpec.prior_at``, None without one)."""
         import pandas as pd
 
         from data.data_loader import align, validate_ohlcv
@@ -400,7 +432,11 @@ class DeployedCryptoHedgeFund:
         obs = lay.join_numpy(feats[None], weights[None], mask[None])[0]
         close = market.close
         returns = close[-1] / close[-2] - 1.0 if market.n_days > 1 else np.zeros(lay.n_assets)
-        return obs, np.nan_to_num(returns)
+        prior = None
+        if spec.prior_env is not None:  # the store's listing (quoted and warmed up) and prices, as in training
+            listed_all = market.listed & ready
+            prior = spec.prior_at(np.where(listed_all, close, np.nan), listed_all)
+        return obs, np.nan_to_num(returns), prior
 
     def _current_weights(self, current: Any) -> np.ndarray:
         n = self.spec.layout.n_assets
@@ -454,12 +490,18 @@ class DeployedCryptoHedgeFund:
             raise RequestError("give exactly one of 'observation' or 'ohlcv'")
         lay = self.spec.layout
         returns = self._returns_vector(last_returns)
+        prior = None
         if observation is not None:
+            if self.spec.prior_env is not None:
+                raise RequestError(f"this policy tilts the '{self.spec.prior_env.action_prior}' rule, which "
+                                   "needs the price history: send 'ohlcv' or allocate from the market state")
             obs = self.check_observation(observation)
         else:
-            obs, derived = self.observation_from_ohlcv(ohlcv, current_weights, as_of)
+            obs, derived, prior = self._observe_ohlcv(ohlcv, current_weights, as_of)
             returns = derived if returns is None else returns
         raw = self.predict(obs[None])[0].astype(np.float64)
+        if prior is not None:
+            raw = tilt(raw, prior)
         feats, cur, mask = lay.split_numpy(obs)
         target = hold_closed(raw, cur[0].astype(np.float64), mask[0] > 0.5)
         res = apply_risk(target, self.spec.categories, self.spec.tickers, self.risk, returns, cur[0])
@@ -489,9 +531,14 @@ class DeployedCryptoHedgeFund:
         return self.predict(obs[None])[0].astype(np.float64)
 
     def allocate_context(self, context: Any, weights: np.ndarray, mask: np.ndarray,
-                         last_returns: np.ndarray) -> Allocation:
-        """``allocate`` for the streaming path: closed assets held, then the risk layer (no drift rows)."""
+                         last_returns: np.ndarray, prior: np.ndarray | None = None) -> Allocation:
+        """``allocate`` for the streaming path: closed assets held, then the risk layer (no drift rows).
+        ``prior``: the day's rule weights (``ServingSpec.prior_at``), required for a residual policy."""
         raw = self.predict_context(context, weights, mask)
+        if self.spec.prior_env is not None:
+            if prior is None:
+                raise RequestError("this policy tilts a rule but no rule weights were given")
+            raw = tilt(raw, prior)
         target = hold_closed(raw, np.asarray(weights, np.float64), np.asarray(mask) > 0.5)
         res = apply_risk(target, self.spec.categories, self.spec.tickers, self.risk, last_returns, weights)
         keys = (*self.spec.tickers, CASH)

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from data.config import DataConfig, from_mapping
+from data.feature_engineering import store_returns
 from data.market import DataError
 from data.universe import DEFAULT_COSTS_BPS, Asset, Universe
 from deployment.security import load_token
@@ -148,9 +149,8 @@ class PaperBook:
     def step(self, action: np.ndarray) -> np.ndarray:
         """Trade ``action`` (N+1,) at the close of the second-newest day; returns the post-trade weights."""
         close, listed = np.array(self.close), np.array(self.listed)
-        returns = np.zeros_like(close)
-        with np.errstate(invalid="ignore"):  # as ``build_feature_store``: 0 where not listed
-            returns[:-1] = np.where(listed[:-1], close[1:] / close[:-1] - 1.0, 0.0)
+        returns = store_returns(close, listed)  # the feature store's returns: 0 where not listed
+        # No prior here: the server's weights are already the residual policy's tilt of its rule.
         market = MarketArrays(returns=returns, tradable=np.array(self.tradable),
                               adv=trailing_adv(np.array(self.volume), self.env.adv_window),
                               fee_rate=self.fee, slip_rate=self.slip)

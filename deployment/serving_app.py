@@ -214,7 +214,8 @@ class ServingApp:
                     vs.drift.observe(latest)
             context = vs.context
         mask = snap.tradable.astype(np.float32)
-        return vs.fund.allocate_context(context, weights, mask, snap.last_returns), str(snap.date)
+        prior = vs.fund.spec.prior_at(snap.tail_close, snap.tail_listed)  # None unless a residual policy
+        return vs.fund.allocate_context(context, weights, mask, snap.last_returns, prior), str(snap.date)
 
     def _streaming_weights(self, vs: VersionState, current: Any, listed: np.ndarray) -> np.ndarray:
         tickers = vs.fund.spec.tickers

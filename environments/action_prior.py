@@ -77,6 +77,22 @@ def vol_target_weights(
     return out
 
 
+def prior_row(cfg: EnvConfig, returns: np.ndarray, listed: np.ndarray, tickers: tuple[str, ...], t: int) -> np.ndarray:
+    """Day ``t``'s prior (N+1,), cash last: ``(1 - floor) * v_t + floor * u_t`` (see :func:`prior_table`).
+
+    Reads ``returns[t - cfg.prior_lookback : t]`` and ``listed[t - cfg.prior_lookback : t + 1]`` only.
+    """
+    n = returns.shape[1]
+    history = returns[max(t - cfg.prior_lookback, 0) : t]
+    rule = vol_target_weights(history, listed_through(listed, t, cfg.prior_lookback), min(cfg.max_weight, 1.0),
+                              cfg.prior_vol_target, tuple(tickers))
+    out = np.empty(n + 1)
+    out[:n] = rule
+    out[n] = max(1.0 - float(rule.sum()), 0.0)
+    uniform = np.append(listed[t], True) / (int(listed[t].sum()) + 1)
+    return (1.0 - cfg.prior_floor) * out + cfg.prior_floor * uniform
+
+
 def prior_table(cfg: EnvConfig, returns: np.ndarray, listed: np.ndarray, tickers: tuple[str, ...]) -> np.ndarray | None:
     """The prior ``p`` (T, N+1), cash last, rows on the simplex; None when ``cfg.action_prior`` is "none".
 
@@ -88,16 +104,14 @@ def prior_table(cfg: EnvConfig, returns: np.ndarray, listed: np.ndarray, tickers
     """
     if cfg.action_prior == "none":
         return None
-    n_days, n = returns.shape
     listed = np.asarray(listed, dtype=bool)
-    cap = min(cfg.max_weight, 1.0)
-    out = np.empty((n_days, n + 1))
-    for t in range(n_days):
-        history = returns[max(t - cfg.prior_lookback, 0) : t]
-        rule = vol_target_weights(history, listed_through(listed, t, cfg.prior_lookback), cap,
-                                  cfg.prior_vol_target, tuple(tickers))
-        out[t, :n] = rule
-        out[t, n] = max(1.0 - float(rule.sum()), 0.0)
-        uniform = np.append(listed[t], True) / (int(listed[t].sum()) + 1)
-        out[t] = (1.0 - cfg.prior_floor) * out[t] + cfg.prior_floor * uniform
-    return out
+    return np.stack([prior_row(cfg, returns, listed, tickers, t) for t in range(returns.shape[0])])
+
+
+def tilt(policy: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """A residual policy's weights (N+1,) from its output ``policy`` (N+1,) and the day's ``prior`` (N+1,):
+    ``policy * prior`` normalised (the env's scores, for callers outside the env such as serving); all on
+    the prior when the product is zero."""
+    scores = np.asarray(policy, np.float64) * prior
+    total = float(scores.sum())
+    return scores / total if total > 0 else np.asarray(prior, np.float64).copy()

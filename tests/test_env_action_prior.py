@@ -130,10 +130,26 @@ def test_benchmarks_run_without_the_agents_prior():
     assert benchmark_env_config(EnvConfig(action_prior="vol_target"), False).action_prior == "none"
 
 
-def test_serving_refuses_a_policy_that_tilts_a_rule():
+def test_serving_reads_the_rule_and_computes_the_envs_prior():
+    """``ServingSpec`` carries a residual run's env settings and ``prior_at`` on the store's last rows equals the
+    env's prior table for that day."""
     from deployment.deployed_fund import ServingSpec
 
-    config = {"experiment": {"env": {"action_prior": "vol_target"}},
+    store = make_store(n_days=90, n_assets=4, seed=5, late={1: 40})
+    cfg = EnvConfig(window=5, max_weight=0.4, action_prior="vol_target", prior_lookback=10, prior_vol_target=0.3)
+    config = {"experiment": {"env": {"window": 5, "max_weight": 0.4, "action_prior": "vol_target",
+                                     "prior_lookback": 10, "prior_vol_target": 0.3}},
               "obs_layout": {"window": 5, "n_assets": 4, "n_features": 3}}
-    with pytest.raises(DataError, match="env.action_prior"):
-        ServingSpec.from_documents(config, {})
+    manifest = {"tickers": list(store.tickers), "categories": list(store.categories),
+                "feature_names": list(store.feature_names), "norm": {"mean": [0.0] * 3, "std": [1.0] * 3}}
+    spec = ServingSpec.from_documents(config, manifest)
+    assert spec.prior_env == cfg
+    assert '"prior_lookback": 10' in spec.to_metadata()["action_prior"]
+    table = prior_table(cfg, store.returns, store.listed, store.tickers)
+    for t in (30, 45, 89):  # asset 1 lists on day 40: before, across and after its lookback
+        np.testing.assert_allclose(spec.prior_at(store.close[: t + 1], store.listed[: t + 1]), table[t], rtol=1e-12)
+    with pytest.raises(DataError, match="needs 11 days of prices"):
+        spec.prior_at(store.close[:10], store.listed[:10])
+    plain = ServingSpec.from_documents({"obs_layout": config["obs_layout"]}, manifest)
+    assert plain.prior_env is None and plain.prior_at(store.close, store.listed) is None
+    assert plain.to_metadata()["action_prior"] == "null"
