@@ -5,19 +5,13 @@ prior as the env."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from test_deploy_export import DATA, make_run
-from test_deploy_server import TOKEN, free_port, launch_server, serving_export
-from test_deploy_stream import END, HISTORY_END, START, backtester_weights, write_csvs
+from test_deploy_stream import END, START, backtester_weights, paper_and_backtest, serve_test_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PRIOR = {"action_prior": "vol_target", "prior_lookback": 10, "prior_vol_target": 0.3}
@@ -25,46 +19,16 @@ PRIOR = {"action_prior": "vol_target", "prior_lookback": 10, "prior_vol_target":
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    torch.set_num_threads(1)
-    base = tmp_path_factory.mktemp("prior")
-    run = base / "run"
-    make_run(run, seed=2)
-    from training.config import load_experiment, to_raw
-
-    exp = load_experiment()
-    exp = dataclasses.replace(exp, data=DATA, env=dataclasses.replace(exp.env, window=5, **PRIOR))
-    cfg = json.loads((run / "config.json").read_text())
-    cfg["experiment"] = to_raw(exp)
-    (run / "config.json").write_text(json.dumps(cfg))
-    serving_export(run, base / "export")
-    write_csvs(base / "csv_full")
-    write_csvs(base / "csv_hist", HISTORY_END)
-    (base / "token").write_text(TOKEN)
-    (base / "serve.yaml").write_text(json.dumps({"deployment": {"risk": {
-        "max_asset_weight": 1.0, "breaker_asset_move": 100.0, "breaker_portfolio_move": 100.0,
-        "category_caps": {"growth": 1.0, "traditional": 1.0, "stable": 1.0}}}}))
-    port = free_port()
-    proc, client = launch_server(
-        ["--model", str(base / "export"), "--port", str(port), "--backend", "onnx", "--history",
-         str(base / "csv_hist"), "--token-file", str(base / "token"), "--state-dir", str(base / "state"),
-         "--config", str(base / "serve.yaml")], port, timeout_s=60)
-    yield {"client": client, "base": base, "port": port, "run": run}
-    client.close()
-    proc.terminate()
-    proc.wait(timeout=10)
+    out = serve_test_run(tmp_path_factory.mktemp("prior"), "onnx", **PRIOR)
+    yield out
+    out["client"].close()
+    out["proc"].terminate()
+    out["proc"].wait(timeout=10)
 
 
 def test_paper_trading_a_residual_policy_reproduces_the_backtest(served, tmp_path):
     base = served["base"]
-    out = tmp_path / "paper"
-    proc = subprocess.run(
-        [sys.executable, "deployment/paper_trade.py", "--server", f"http://127.0.0.1:{served['port']}",
-         "--token-file", str(base / "token"), "--source", "csv", "--data-dir", str(base / "csv_full"),
-         "--start", START, "--end", END, "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    paper = pd.read_csv(out / "decisions.csv", index_col=0)
-    back = backtester_weights(served["run"], base / "csv_full", START, END)
+    paper, back = paper_and_backtest(served, tmp_path / "paper")
     assert list(paper.index) == list(back.index) and len(paper) == 30
     assert np.abs(paper.to_numpy() - back.to_numpy()).max() < 1e-5  # ONNX float32 against PyTorch
     # the rule is doing something: the same policy without the prior trades elsewhere

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -43,34 +44,64 @@ def write_csvs(folder: Path, end: str | None = None) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory):
+    served = serve_test_run(tmp_path_factory.mktemp("stream"), "pytorch")
+    yield served
+    served["client"].close()
+    served["proc"].terminate()
+    served["proc"].wait(timeout=10)
+
+
+def serve_test_run(base: Path, backend: str, **env: Any) -> dict[str, Any]:
+    """A test run (window 5, ``env`` overrides) with a whole experiment record, as training writes it, on the
+    test market, exported and served by ``start_server``: {proc, client, base, port, run, frames}."""
     torch.set_num_threads(1)
-    base = tmp_path_factory.mktemp("stream")
     run = base / "run"
     make_run(run, seed=2)
     from training.config import load_experiment, to_raw
 
-    exp = load_experiment()  # a whole experiment record, as training writes it, on the test market
-    exp = dataclasses.replace(exp, data=DATA, env=dataclasses.replace(exp.env, window=5))
+    exp = load_experiment()
+    exp = dataclasses.replace(exp, data=DATA, env=dataclasses.replace(exp.env, window=5, **env))
     cfg = json.loads((run / "config.json").read_text())
     cfg["experiment"] = to_raw(exp)
     (run / "config.json").write_text(json.dumps(cfg))
+    proc, client, port, frames = start_server(run, base, backend)
+    return {"proc": proc, "client": client, "base": base, "port": port, "run": run, "frames": frames}
+
+
+def paper_and_backtest(served: dict[str, Any], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Paper-trade May 2022 through ``served``'s server into ``out``; its decisions and the backtester's weights."""
+    proc = paper_trade(served["base"], served["port"], out)
+    assert proc.returncode == 0, proc.stderr
+    paper = pd.read_csv(out / "decisions.csv", index_col=0)
+    return paper, backtester_weights(served["run"], served["base"] / "csv_full", START, END)
+
+
+def start_server(run: Path, base: Path, backend: str) -> tuple:
+    """Export ``run`` into ``base``, write the full and the history CSV folders, and start a server on the history
+    with a non-binding risk layer (the paper trader then executes exactly the policy, as the backtester does).
+    Returns (process, client, port, frames of the full market)."""
     serving_export(run, base / "export")
     frames = write_csvs(base / "csv_full")
     write_csvs(base / "csv_hist", HISTORY_END)
     (base / "token").write_text(TOKEN)
-    # A non-binding risk layer: the paper trader then executes exactly the policy, as the backtester does.
     (base / "serve.yaml").write_text(json.dumps({"deployment": {"risk": {
         "max_asset_weight": 1.0, "breaker_asset_move": 100.0, "breaker_portfolio_move": 100.0,
         "category_caps": {"growth": 1.0, "traditional": 1.0, "stable": 1.0}}}}))
     port = free_port()
     proc, client = launch_server(
-        ["--model", str(base / "export"), "--port", str(port), "--backend", "pytorch", "--history",
+        ["--model", str(base / "export"), "--port", str(port), "--backend", backend, "--history",
          str(base / "csv_hist"), "--token-file", str(base / "token"), "--state-dir", str(base / "state"),
          "--config", str(base / "serve.yaml")], port, timeout_s=60)
-    yield {"client": client, "base": base, "port": port, "run": run, "frames": frames}
-    client.close()
-    proc.terminate()
-    proc.wait(timeout=10)
+    return proc, client, port, frames
+
+
+def paper_trade(base: Path, port: int, out: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``deployment/paper_trade.py`` against the server on ``port`` over May 2022 of ``base``'s full CSVs."""
+    return subprocess.run(
+        [sys.executable, "deployment/paper_trade.py", "--server", f"http://127.0.0.1:{port}",
+         "--token-file", str(base / "token"), "--source", "csv", "--data-dir", str(base / "csv_full"),
+         "--start", START, "--end", END, "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def day_bars(frames: dict[str, pd.DataFrame], day: str) -> dict[str, dict[str, float]]:
@@ -153,15 +184,7 @@ def backtester_weights(run: Path, data_dir: Path, start: str, end: str) -> pd.Da
 
 def test_paper_trading_reproduces_the_backtest(stream, tmp_path):
     base = stream["base"]
-    out = tmp_path / "paper"
-    proc = subprocess.run(
-        [sys.executable, "deployment/paper_trade.py", "--server", f"http://127.0.0.1:{stream['port']}",
-         "--token-file", str(base / "token"), "--source", "csv", "--data-dir", str(base / "csv_full"),
-         "--start", START, "--end", END, "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    paper = pd.read_csv(out / "decisions.csv", index_col=0)
-    back = backtester_weights(stream["run"], base / "csv_full", START, END)
+    paper, back = paper_and_backtest(stream, tmp_path / "paper")
     assert list(paper.index) == list(back.index) and len(paper) == 30  # decisions May 1 .. May 30
     assert list(paper.columns) == list(back.columns)
     assert np.abs(paper.to_numpy() - back.to_numpy()).max() < 1e-6
