@@ -166,6 +166,8 @@ def probe(train: dict[str, np.ndarray], val: dict[str, np.ndarray], models: dict
           periods: int) -> dict[str, Any]:
     """Every measure of the module docstring for one fold (``samples`` of the training and validation days),
     for each of ``models`` (name -> ``fit(x, y) -> predict``)."""
+    from training.metrics import sharpe_ratio
+
     res: dict[str, Any] = {"n_train": int(train["ret"].size), "n_val": int(val["ret"].size),
                            "vol_persistence_r2": r2(val["log_vol"], val["trail"], float(train["log_vol"].mean())),
                            "returns": {}, "volatility": {}}
@@ -173,14 +175,13 @@ def probe(train: dict[str, np.ndarray], val: dict[str, np.ndarray], models: dict
         pred = fit(train["x"], train["ret"])(val["x"])
         ic = rank_ic(val["day"], pred, val["ret"])
         spread = quintile_spread(val["day"], pred, val["ret"])
-        sd = spread.std(ddof=1) if spread.size > 1 else 0.0
         res["returns"][name] = {
             "r2_vs_zero": r2(val["ret"], pred, 0.0),
             "r2_vs_train_mean": r2(val["ret"], pred, float(train["ret"].mean())),
             "rank_ic_mean": float(ic.mean()) if ic.size else float("nan"),
             "rank_ic_t": float(ic.mean() / ic.std(ddof=1) * np.sqrt(ic.size)) if ic.size > 1 and ic.std() > 0
             else float("nan"),
-            "quintile_spread_sharpe": float(spread.mean() / sd * np.sqrt(periods)) if sd > 0 else float("nan"),
+            "quintile_spread_sharpe": sharpe_ratio(spread, 0.0, periods) if spread.size > 1 else float("nan"),
             "ic_days": int(ic.size)}
         vol_pred = fit(train["x"], train["log_vol"])(val["x"])
         res["volatility"][name] = {"r2_vs_train_mean": r2(val["log_vol"], vol_pred, float(train["log_vol"].mean()))}
@@ -191,10 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     from data.data_loader import load_market
     from data.feature_engineering import build_feature_store
-    from data.universe import calendar_of
     from evaluation.reports import atomic_write_text, write_json
     from training.config import DataError, load_experiment
-    from training.metrics import periods_per_year
+    from training.rollout import periods_of
     from training.walk_forward import expanding_folds
 
     try:
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         store = build_feature_store(market, fold.train_end, clip=cfg.data.clip)
         dates = np.asarray(store.dates, dtype="datetime64[D]")
         risky = np.array([c != "stable" for c in store.categories])
-        periods = periods_per_year([calendar_of(tk) for tk in store.tickers])
+        periods = periods_of(store)
         train_days = np.flatnonzero(dates < np.datetime64(fold.train_end, "D"))
         val_days = np.flatnonzero((dates >= np.datetime64(fold.val_start, "D"))
                                   & (dates < np.datetime64(fold.val_end, "D")))

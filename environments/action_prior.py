@@ -110,8 +110,12 @@ def prior_table(cfg: EnvConfig, returns: np.ndarray, listed: np.ndarray, tickers
 
 def tilt(policy: np.ndarray, prior: np.ndarray) -> np.ndarray:
     """A residual policy's weights (N+1,) from its output ``policy`` (N+1,) and the day's ``prior`` (N+1,):
-    ``policy * prior`` normalised (the env's scores, for callers outside the env such as serving); all on
-    the prior when the product is zero."""
+    the env's scores ``policy * prior`` normalised, for callers outside the env such as serving; all cash
+    when the scores sum to 0, as the env's target step does."""
     scores = np.asarray(policy, np.float64) * prior
     total = float(scores.sum())
-    return scores / total if total > 0 else np.asarray(prior, np.float64).copy()
+    if total > 0:
+        return scores / total
+    out = np.zeros_like(scores)
+    out[-1] = 1.0
+    return out

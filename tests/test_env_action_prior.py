@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from test_env_support import make_store
 
 from data.market import DataError
-from environments.action_prior import prior_table, vol_target_weights
+from environments.action_prior import prior_table, tilt, vol_target_weights
 from environments.config import EnvConfig
 from environments.crypto_hedge_fund_env import CryptoHedgeFundEnv
 from environments.vector_env import BatchedHedgeFundEnv
@@ -153,3 +153,16 @@ def test_serving_reads_the_rule_and_computes_the_envs_prior():
     plain = ServingSpec.from_documents({"obs_layout": config["obs_layout"]}, manifest)
     assert plain.prior_env is None and plain.prior_at(store.close, store.listed) is None
     assert plain.to_metadata()["action_prior"] == "null"
+
+
+def test_serving_tilt_matches_the_env_step_including_zero_scores():
+    """``tilt`` (serving's side) gives the env's target for a policy output, and all cash when the scores are 0."""
+    store, cfg, env = prior_env()
+    env.reset(seed=0, options={"start": 30})
+    a = np.array([0.1, 0.4, 0.2, 0.2, 0.1])
+    _, _, _, _, info = env.step(a.astype(np.float32))
+    np.testing.assert_allclose(tilt(a.astype(np.float32), env.core.market.prior[30]), info["target_weights"],
+                               rtol=1e-6)
+    _, _, _, _, info = env.step(np.zeros(5, dtype=np.float32))
+    np.testing.assert_array_equal(tilt(np.zeros(5), env.core.market.prior[31]), [0, 0, 0, 0, 1])
+    np.testing.assert_allclose(info["target_weights"], [0, 0, 0, 0, 1], atol=1e-15)
