@@ -88,7 +88,7 @@ class PerformanceMonitor:
 
 class VersionState:
     """A loaded version: the fund, its drift monitor, performance, counters, last served weights and the
-    market context of the latest day (``context_seq`` = the snapshot it was computed from)."""
+    market context and rule prior of the latest day (``context_seq`` = the snapshot they were computed from)."""
 
     def __init__(self, name: str, fund: DeployedCryptoHedgeFund, drift_cfg: DriftConfig, path: Path) -> None:
         self.name, self.fund = name, fund
@@ -102,6 +102,7 @@ class VersionState:
         self.requests = 0
         self.last_weights: np.ndarray | None = None
         self.context: Any = None
+        self.prior: np.ndarray | None = None  # the residual policy's rule weights on that day
         self.context_seq = -1
         self.context_lock = threading.Lock()
 
@@ -141,6 +142,11 @@ class ServingApp:
                                                    max_stale_days=self.cfg.max_stale_days)
         if self.market is not None and fund.spec.tickers != self.market.tickers:
             raise DataError(f"it trades {', '.join(fund.spec.tickers)}, not the market state's tickers")
+        prior = fund.spec.prior_env
+        if self.market is not None and prior is not None and prior.prior_lookback + 1 > self.market.tail:
+            raise DataError(f"it tilts the '{prior.action_prior}' rule, which reads {prior.prior_lookback + 1} days "
+                            f"of prices, but the market state keeps {self.market.tail}; restart the server with "
+                            "this version as --model")
         return VersionState(name, fund, self.cfg.drift, path)
 
     def load(self, name: str) -> VersionState:
@@ -208,13 +214,13 @@ class ServingApp:
         with vs.context_lock:  # the market-only part: once per day and version
             if vs.context_seq != snap.seq:
                 vs.context = vs.fund.market_context(snap.window)
+                vs.prior = vs.fund.spec.prior_at(snap.tail_close, snap.tail_listed)  # None unless a residual policy
                 vs.context_seq = snap.seq
                 latest = snap.window[-1][snap.listed]
                 if len(latest):
                     vs.drift.observe(latest)
-            context = vs.context
+            context, prior = vs.context, vs.prior
         mask = snap.tradable.astype(np.float32)
-        prior = vs.fund.spec.prior_at(snap.tail_close, snap.tail_listed)  # None unless a residual policy
         return vs.fund.allocate_context(context, weights, mask, snap.last_returns, prior), str(snap.date)
 
     def _streaming_weights(self, vs: VersionState, current: Any, listed: np.ndarray) -> np.ndarray:

@@ -72,3 +72,24 @@ def test_a_bare_observation_is_refused_and_ohlcv_mode_uses_the_envs_prior(served
     t = int(np.searchsorted(np.asarray(store.dates, "datetime64[D]"), np.datetime64(day)))
     table = prior_table(info.experiment.env, store.returns, store.listed, store.tickers)
     np.testing.assert_allclose(prior, table[t], rtol=1e-12, atol=1e-15)
+
+
+def test_a_version_whose_rule_reads_more_days_than_the_market_state_keeps_is_refused(served):
+    """The server keeps ``max(64, prior_lookback + 1, ...)`` rows for the model it started with; a version
+    registered later whose rule needs more is refused at registration (422), not failed on every request."""
+    import shutil
+
+    long = served["base"] / "export_long"
+    shutil.copytree(served["base"] / "export", long)
+    cfg = json.loads((long / "config.json").read_text())
+    cfg["experiment"]["env"]["prior_lookback"] = 200
+    (long / "config.json").write_text(json.dumps(cfg))
+    c = served["client"]
+    r = c.post("/v1/registry/versions", json={"name": "v_long", "path": str(long)})
+    assert r.status_code == 422, r.text
+    assert "reads 201 days of prices, but the market state keeps 64" in r.json()["error"]
+    assert "v_long" not in c.get("/v1/registry").json()["versions"]
+    cfg["experiment"]["env"]["prior_lookback"] = 20  # within the tail: registered and served
+    (long / "config.json").write_text(json.dumps(cfg))
+    assert c.post("/v1/registry/versions", json={"name": "v_ok", "path": str(long)}).status_code == 200
+    c.delete("/v1/registry/versions/v_ok")
