@@ -288,12 +288,13 @@ def _pre_norm_layer(x: torch.Tensor, norm1_w: torch.Tensor, norm1_b: torch.Tenso
     dh = d // heads
     drop = p if training else 0.0
     h = F.layer_norm(x, (d,), norm1_w, norm1_b, eps)
+    # q, k, v as strided views of the packed projection (no permuted copy; backward is one cat along d)
     if last_only:
-        q = F.linear(h[:, -1:], in_w[:d], in_b[:d]).reshape(b, 1, heads, dh).transpose(1, 2)
-        k, v = F.linear(h, in_w[d:], in_b[d:]).reshape(b, t, 2, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
+        q = F.linear(h[:, -1:], in_w[:d], in_b[:d]).view(b, 1, heads, dh).transpose(1, 2)
+        k, v = (u.view(b, t, heads, dh).transpose(1, 2) for u in F.linear(h, in_w[d:], in_b[d:]).split(d, -1))
         x = x[:, -1:]
     else:
-        q, k, v = F.linear(h, in_w, in_b).reshape(b, t, 3, heads, dh).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = (u.view(b, t, heads, dh).transpose(1, 2) for u in F.linear(h, in_w, in_b).split(d, -1))
     a = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # [B,H,Tq,dh]
     x = x + F.dropout(F.linear(a.transpose(1, 2).reshape(b, -1, d), out_w, out_b), drop, training)
     ff = F.linear(F.dropout(F.relu(F.linear(F.layer_norm(x, (d,), norm2_w, norm2_b, eps), lin1_w, lin1_b)), drop,
