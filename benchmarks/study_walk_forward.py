@@ -75,7 +75,8 @@ STUDY_OVERRIDES: dict[str, Any] = {
 #: The committed paper-size run counted 19 before it (the ledger then held 17).
 #: Residual-policy runs (``env.action_prior``) evaluated on these folds, each one configuration.
 RESIDUAL_RUNS: tuple[str, ...] = ("vol_target prior 20%, floor 2%, dsr, 16,384 steps",
-                                  "the same, 65,536 steps", "the same, 16,384 steps, init_log_std -2")
+                                  "the same, 65,536 steps", "the same, 16,384 steps, init_log_std -2",
+                                  "the same as the first, reward log_return", "the same as the first, reward risk_adjusted")
 PRIOR_TRIALS = 2 + 3 + PG_CONFIGURATIONS + len(RESIDUAL_RUNS)
 #: What the agent's seed-mean fund is compared with (bootstrap intervals): the rebalanced and buy-and-hold equal
 #: weight, the 20% vol-target rule and the vol-target rule at the fund's own average risky exposure.
