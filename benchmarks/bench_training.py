@@ -14,7 +14,10 @@
 - FLOPs per env sample counted from the layer shapes (rollout forward + epochs x (forward + backward =
   3 x forward) for PPO; the per-day path counts the distinct days it actually saw), the single-thread
   2048x2048 float32 matmul rate measured in the same run, and the ratio of the measured rate to that
-  FLOP limit (limit = matmul FLOP/s / FLOPs per sample).
+  FLOP limit (limit = matmul FLOP/s / FLOPs per sample). For PPO also the kernel-rate ceiling: the products at
+  the matmul rate measured at the day encoder's shapes and the attention at the rate of PyTorch's attention
+  kernel (forward + backward) at its shape, everything else free; the fraction of it says how much of the gap
+  to the FLOP limit is overhead rather than the kernels themselves.
 
 Usage: ``python benchmarks/bench_training.py [--data-dir DIR] [--ppo-steps 4096] [--sac-steps 1536]
 [--rounds 3] [--warmup-rounds 1] [--threads 1] [--two-threads] [--skip-sb3] [--only ppo|off-policy]``; prints a table and writes
@@ -72,12 +75,33 @@ def shaped_matmul_gflops(shapes: list[tuple[int, int, int]], repeats: int = 5) -
     return flop / best / 1e9
 
 
+def attention_gflops(batch: int, heads: int, tokens: int, head_dim: int, repeats: int = 5) -> float:
+    """Best rate (GFLOP/s) of ``scaled_dot_product_attention`` forward + backward on (batch, heads, tokens,
+    head_dim) float32 at the current thread count, counting 3 x the forward's 4 * batch * heads * tokens^2 *
+    head_dim FLOPs (this benchmark's convention for a backward pass): the kernel's own limit at the model's shape."""
+    q, k, v = (torch.randn(batch, heads, tokens, head_dim, requires_grad=True) for _ in range(3))
+    flop = 3 * 4 * batch * heads * tokens * tokens * head_dim
+
+    def once() -> None:
+        torch.nn.functional.scaled_dot_product_attention(q, k, v).sum().backward()
+
+    once()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        once()
+        best = min(best, time.perf_counter() - t0)
+    return flop / best / 1e9
+
+
 def transformer_flops(layout: ObsLayout, d: int, ff: int, day_layers: int, asset_layers: int,
-                      rows_per_sample: float, windows_per_sample: float, last_token_only: bool) -> float:
+                      rows_per_sample: float, windows_per_sample: float, last_token_only: bool,
+                      attention_only: bool = False) -> float:
     """Forward FLOPs per sample of ``TransformerActorCritic`` (multiply-add = 2 FLOPs; elementwise ignored).
 
     rows_per_sample: day projections per sample (W for the straightforward path, distinct days / B for the
     per-day path); windows_per_sample: day-encoder passes per sample (1, or distinct decision days / B).
+    ``attention_only``: count only the attention products (scores and weighted values).
     """
     w, n, f = layout.window, layout.n_assets, layout.n_features
 
@@ -85,11 +109,13 @@ def transformer_flops(layout: ObsLayout, d: int, ff: int, day_layers: int, asset
         kv = 2 * tokens * d * d * 2
         q_out_ff = queries * (2 * d * d * 2 + 2 * d * ff * 2)
         attn = 2 * queries * tokens * d * 2
-        return kv + q_out_ff + attn
+        return attn if attention_only else kv + q_out_ff + attn
 
     day = sum(layer(w, 1 if (last_token_only and i == day_layers - 1) else w) for i in range(day_layers))
     market = n * f * d * 2
     assets = asset_layers * layer(n + 1, n + 1)
+    if attention_only:
+        return windows_per_sample * day + assets
     heads = (n + 1) * d * 2 + 2 * d * d * 2 + d * 2 + (n + 1) * d * 2
     return rows_per_sample * n * f * d * 2 + windows_per_sample * (day + market) + assets + heads
 
@@ -252,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     rows_ = ppo_params["batch_size"] * lay_ppo.window
     d_, ff_ = ppo_params["d_model"], ppo_params["dim_feedforward"]
     shaped = max(shaped_matmul_gflops([(rows_, d_, 3 * d_), (rows_, d_, ff_), (rows_, ff_, d_)]) for _ in range(3))
+    heads_ = ppo_params["n_heads"]
+    attn_rate = max(attention_gflops(ppo_params["batch_size"], heads_, lay_ppo.window, d_ // heads_) for _ in range(3))
 
     # FLOPs per env sample from the shapes
     d, ff = ppo_params["d_model"], ppo_params["dim_feedforward"]
@@ -266,6 +294,19 @@ def main(argv: list[str] | None = None) -> int:
         "PPO ours (straightforward forward)": fwd_before + epochs * 3 * fwd_before,
     }
     flops["PPO ours (per-day), 2 threads"] = flops["PPO ours (per-day forward)"]
+    # The kernel-rate ceiling: every product at the day encoder's matmul rate and the attention at the attention
+    # kernel's rate, nothing else costing time (layer norms, copies, optimiser, env): samples/s no run can beat.
+    attn_after = epochs * 3 * transformer_flops(lay_ppo, d, ff, day_layers, asset_layers, 0.0,
+                                                counts.get("windows_per_sample", 1.0), True, attention_only=True)
+    attn_after += transformer_flops(lay_ppo, d, ff, day_layers, asset_layers, 0.0, 1.0, True, attention_only=True)
+    attn_before = (1 + epochs * 3) * transformer_flops(lay_ppo, d, ff, day_layers, asset_layers, w, 1.0, False,
+                                                       attention_only=True)
+    attn = {"PPO ours (per-day forward)": attn_after, "PPO ours (straightforward forward)": attn_before}
+
+    def ceiling(name: str) -> float | None:
+        if name not in attn:
+            return None
+        return 1.0 / ((flops[name] - attn[name]) / (shaped * 1e9) + attn[name] / (attn_rate * 1e9))
     lstm = lstm_flops(lay_sac, 64, 3)
     # per transition (1 update per 8 envs' step of 8 transitions): explore + (target fwd + online fwd/bwd) * 64 / 8
     per_update = lstm + 3 * lstm
@@ -279,8 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, vals in results.items():
         med = statistics.median(vals)
         f = flops.get(name)
+        top = ceiling(name)
         rows.append({"name": name, "samples_per_s": med, "runs": vals, "gflop_per_sample": f / 1e9 if f else None,
-                     "fraction_of_flop_limit": (med * f / peak) if f else None})
+                     "fraction_of_flop_limit": (med * f / peak) if f else None,
+                     "attention_share_of_flops": attn[name] / f if name in attn else None,
+                     "kernel_rate_ceiling": top, "fraction_of_kernel_rate_ceiling": med / top if top else None})
     by = {r["name"]: r["samples_per_s"] for r in rows}
     pairs = {"PPO per-day / straightforward": ("PPO ours (per-day forward)", "PPO ours (straightforward forward)"),
              "PPO ours (per-day) / SB3": ("PPO ours (per-day forward)", "PPO stable-baselines3 MlpPolicy"),
@@ -293,14 +337,18 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nsingle-thread float32 2048x2048 matmul: {peak / 1e9:.1f} GFLOP/s (best of the run); at the day "
           f"encoder's shapes ({rows_} x {d_} @ {d_} x {3 * d_}, {d_} x {ff_}, {ff_} x {d_}): {shaped:.1f} GFLOP/s "
-          f"({shaped * 1e9 / peak:.2f} of it); "
+          f"({shaped * 1e9 / peak:.2f} of it); attention forward + backward at ({ppo_params['batch_size']}, "
+          f"{heads_}, {lay_ppo.window}, {d_ // heads_}): {attn_rate:.1f} GFLOP/s ({attn_rate * 1e9 / peak:.2f} of it); "
           f"per-day path saw {counts.get('rows_per_sample', float('nan')):.2f} distinct days and "
           f"{counts.get('windows_per_sample', float('nan')):.2f} decision days per sample")
-    print(f"\n{'run':52s} {'samples/s':>10s} {'GFLOP/sample':>13s} {'of FLOP limit':>14s}  (limit = 1 thread's matmul rate)")
+    print(f"\n{'run':52s} {'samples/s':>10s} {'GFLOP/sample':>13s} {'of FLOP limit':>14s} {'kernel ceiling':>15s}"
+          "  (limit = 1 thread's matmul rate; ceiling = products and attention at their own shapes' rates)")
     for r in rows:
         g = f"{r['gflop_per_sample']:.3f}" if r["gflop_per_sample"] else "-"
         frac = f"{r['fraction_of_flop_limit']:.2f}" if r["fraction_of_flop_limit"] else "-"
-        print(f"{r['name']:52s} {r['samples_per_s']:10.1f} {g:>13s} {frac:>14s}")
+        top = (f"{r['kernel_rate_ceiling']:.0f} ({r['fraction_of_kernel_rate_ceiling']:.2f})"
+               if r["kernel_rate_ceiling"] else "-")
+        print(f"{r['name']:52s} {r['samples_per_s']:10.1f} {g:>13s} {frac:>14s} {top:>15s}")
     print()
     for k, v in ratios.items():
         print(f"{k:52s} {v:10.2f}x")
@@ -310,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                            "ppo": {k: ppo_params[k] for k in ("n_steps", "batch_size", "n_epochs", "d_model")},
                            "layout_ppo": lay_ppo.to_dict(), "layout_sac": lay_sac.to_dict(),
                            "load_avg": os.getloadavg(), "device": "cpu"},
-              "matmul_gflops": gflops, "day_encoder_shape_matmul_gflops": shaped, "per_day_counts": counts, "rows": rows, "ratios": ratios}
+              "matmul_gflops": gflops, "day_encoder_shape_matmul_gflops": shaped,
+              "day_encoder_shape_attention_gflops": attn_rate, "per_day_counts": counts, "rows": rows, "ratios": ratios}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
