@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from agents.common import ObsLayout
+from data.atomic_files import atomic_write_bytes
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -26,19 +26,9 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     saving straight to a randomly named temp file made identical state dicts differ in bytes. A buffer
     always gets the same root, so the same weights give the same file bit for bit.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(obj, buf)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def safe_torch_load(path: str | os.PathLike) -> Any:

@@ -20,32 +20,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from agents.checkpoint import atomic_torch_save, safe_torch_load
 from agents.common import ObsLayout
 from agents.registry import ALGOS, algorithm
+from data.atomic_files import atomic_write_text
 
 #: Bump when the saved state dict or config layout changes incompatibly.
 AGENT_FORMAT_VERSION = 1
 #: The keys ``save_agent`` writes into ``config.json``.
 AGENT_KEYS: tuple[str, ...] = ("algo", "agent", "obs_layout", "version")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and a rename (temp removed on failure)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def agent_record(agent: Any) -> dict[str, Any]:

@@ -180,7 +180,7 @@ def curves(runs: dict[tuple[str, int], Path], res_dir: Path, name: str) -> Path:
     panel)."""
     from matplotlib.figure import Figure
 
-    from evaluation.reports import atomic_write_text
+    from data.atomic_files import atomic_write_text
     from training.config import load_experiment
     from training.curves import CURVE_COLUMNS, read_curves_csv
 
@@ -313,8 +313,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_study(args: argparse.Namespace) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
+    from data.atomic_files import atomic_write_text, write_json
     from evaluation.backtester import build_store, load_eval_config
-    from evaluation.reports import SYNTHETIC_LABEL, atomic_write_text, write_json
+    from evaluation.reports import SYNTHETIC_LABEL
     from training.config import load_experiment
     from training.rollout import MarketContext
 

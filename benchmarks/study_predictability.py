@@ -190,9 +190,9 @@ def probe(train: dict[str, np.ndarray], val: dict[str, np.ndarray], models: dict
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
+    from data.atomic_files import atomic_write_text, write_json
     from data.data_loader import load_market
     from data.feature_engineering import build_feature_store
-    from evaluation.reports import atomic_write_text, write_json
     from training.config import DataError, load_experiment
     from training.rollout import periods_of
     from training.walk_forward import expanding_folds

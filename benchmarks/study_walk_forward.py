@@ -130,8 +130,8 @@ def agg(values: list[float]) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
+    from data.atomic_files import atomic_write_text, write_json
     from data.data_loader import load_market
-    from evaluation.reports import atomic_write_text, write_json
     from training.config import DataError, load_experiment, parse_set_option
     from training.walk_forward import format_table, walk_forward
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from data.atomic_files import atomic_write_text
 from data.market import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -124,17 +124,6 @@ def fetch_history(
     if table.shape[0] == 0:
         return None
     if dt.date.fromisoformat(end) < (today or dt.date.today()):
-        _write_atomic(table, path)
+        atomic_write_text(path, table.to_csv(index=False, lineterminator="\n"))
     return table
 
-
-def _write_atomic(table: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            table.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from data.atomic_files import atomic_write_text, write_json
 from data.config import DataConfig, from_mapping
 from data.market import DataError, FeatureStore
 from environments.config import EnvConfig
@@ -488,7 +489,7 @@ def backtest(
         v for k, v in timings.items() if not k.startswith("strategy:"))
     t_rep = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    reports.atomic_write_text(out / "metrics.md", reports.markdown_report(report))
+    atomic_write_text(out / "metrics.md", reports.markdown_report(report))
     focus = agents[0] if agents else best
     reports.write_returns_csv(out / "returns.csv", agents + bench_results)
     reports.write_weights_csv(out / "weights.csv", focus, tick)
@@ -509,7 +510,7 @@ def backtest(
     timings["reports"] = time.perf_counter() - t_rep
     timings["total"] = time.perf_counter() - t0
     report["timings_s"] = timings
-    reports.write_json(out / "metrics.json", report)
+    write_json(out / "metrics.json", report)
     log(f"wrote {out}/metrics.json, metrics.md, returns.csv, weights.csv, charts.html"
         f"{', tearsheet.html' if tearsheet else ''} in {time.perf_counter() - t0:.1f} s")
     return report

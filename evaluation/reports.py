@@ -7,7 +7,6 @@ place, so a reader never sees half a report.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from data.atomic_files import atomic_write_text, publish
 from evaluation.performance_metrics import (
     DIAGNOSTIC_COLUMNS,
     METRIC_COLUMNS,
@@ -30,49 +30,6 @@ from evaluation.performance_metrics import (
 )
 
 SYNTHETIC_LABEL = "SYNTHETIC (simulated market, not real prices)"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        _publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _publish(tmp: str, path: Path) -> None:
-    """Give ``tmp`` the usual file mode (mkstemp makes it owner-only) and rename it to ``path``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    return obj
-
-
-def write_json(path: Path, report: dict[str, Any]) -> None:
-    """``report`` as JSON (NaN/inf become null)."""
-    atomic_write_text(path, json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
 
 
 def aggregate_rows(rows: list[dict[str, Any]], label: str) -> dict[str, Any]:
@@ -285,7 +242,7 @@ def write_quantstats(path: Path, focus: Any, other: Any, other_label: str, conte
             warnings.simplefilter("ignore")
             qs.reports.html(strat, benchmark=bench, rf=rf_annual, output=tmp, title=f"{focus.label} - {title}{rf_note}",
                             periods_per_year=periods, download_filename=path.name)
-        _publish(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

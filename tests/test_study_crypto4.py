@@ -76,7 +76,7 @@ def test_study_writes_table4_curves_and_labels_the_data(study):
 
 
 def test_validation_json_is_strict_json_with_null_for_undefined(study, tmp_path):
-    from training.train import write_json
+    from data.atomic_files import write_json
 
     for algo in ("sac", "ddpg"):
         _strict((study / "runs" / algo / "seed_0" / "validation.json").read_text())

@@ -246,7 +246,7 @@ def _write_outputs(out: Path, base: ExperimentConfig, overrides: dict[str, Any],
               f"validation net Sharpe {summary['best_value']:.3f}).\nWritten by training/hyperparameter_tuning.py.")
     path = out / "best_config.yaml"
     write_yaml(best, path, header=header)
-    from training.train import write_json
+    from data.atomic_files import write_json
 
     write_json(out / "trials.json", summary)
     return path

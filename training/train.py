@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from data.atomic_files import write_json
 from data.market import DataError, FeatureStore
 from training.config import (
     CONFIG_VERSION,
@@ -77,34 +78,6 @@ from training.rollout import MarketContext
 RUN_FORMAT_VERSION = 1
 #: Fewest decisions a training or validation span must allow (beyond the observation window).
 MIN_SPAN_DECISIONS = 30
-
-
-# -- small I/O helpers ----------------------------------------------------------------------------------
-def write_json(path: Path, obj: Any) -> None:
-    """JSON to ``path`` via a temp file + rename (``agents.io.atomic_write_text``); NaN/inf are written as
-    ``null`` (as in ``metrics.json``)."""
-    from agents.io import atomic_write_text
-
-    atomic_write_text(path, json.dumps(_finite_or_none(obj), indent=2, default=_json_default, allow_nan=False))
-
-
-def _finite_or_none(obj: Any) -> Any:
-    """``obj`` with every non-finite float (an undefined Sortino, say) replaced by None, recursively."""
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [_finite_or_none(v) for v in obj]
-    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
-        return None
-    return obj
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
 
 
 def store_manifest(store: FeatureStore, cfg: ExperimentConfig) -> dict[str, Any]:
