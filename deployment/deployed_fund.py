@@ -31,7 +31,7 @@ from data.config import from_mapping
 from data.market import DataError
 from deployment.risk import CASH, Intervention, RiskConfig, apply_risk
 from deployment.split_export import TorchSplitCalls, cpu_session
-from environments.action_prior import prior_row, tilt
+from environments.action_prior import PRIOR_FIELDS, prior_row, tilt
 from environments.config import EnvConfig, env_section
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".pck", ".dill")
@@ -121,28 +121,24 @@ class ServingSpec:
                                          "clip": self.clip}),
             "algo": self.algo, "version": self.version,
             "action_prior": json.dumps(None if self.prior_env is None else {
-                k: getattr(self.prior_env, k) for k in PRIOR_KEYS}),
+                k: getattr(self.prior_env, k) for k in PRIOR_FIELDS}),
         }
 
     def prior_at(self, close: np.ndarray, listed: np.ndarray) -> np.ndarray | None:
         """The rule's weights (N+1,) for the last of K days of ``close`` (K, N; NaN where not listed) and
         ``listed`` (K, N) bool, as the env computes them (``environments.action_prior.prior_row`` on the
-        store's returns); None without a prior. ``RequestError`` when K < ``prior_lookback + 1``."""
+        store's returns); None without a prior. ``RequestError`` when K < ``prior_env.prior_rows``."""
         if self.prior_env is None:
             return None
         from data.feature_engineering import store_returns
 
-        need = self.prior_env.prior_lookback + 1
+        need = self.prior_env.prior_rows
         if close.shape[0] < need:
             raise RequestError(f"this policy tilts the '{self.prior_env.action_prior}' rule, which needs "
                                f"{need} days of prices; only {close.shape[0]} are available")
         listed = np.asarray(listed, bool)[-need:]
         returns = store_returns(np.asarray(close, np.float64)[-need:], listed)
         return prior_row(self.prior_env, returns, listed, self.tickers, need - 1)
-
-
-#: The env settings of a residual policy's rule, recorded in the ONNX metadata (``action_prior``).
-PRIOR_KEYS = ("action_prior", "prior_vol_target", "prior_lookback", "prior_floor", "max_weight")
 
 
 def _section(config: dict, name: str) -> dict:

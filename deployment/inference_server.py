@@ -227,8 +227,7 @@ def load_market_state(model: str, history: str | None, source: str | None, end: 
     spec = ServingSpec.from_documents(config, manifest)
     experiment = load_experiment(export / "config.json")
     accounting = {"env": to_mapping(experiment.env), "data": to_mapping(experiment.data)}
-    prior_rows = experiment.env.prior_lookback + 1 if experiment.env.action_prior != "none" else 0
-    tail = max(64, experiment.env.adv_window + 2, prior_rows)  # the rows paper traders and a residual rule read
+    tail = max(64, experiment.env.adv_window + 2, experiment.env.prior_rows)  # the rows paper traders and a residual rule read
     return MarketState.from_source(experiment.data, manifest, spec.layout.window, src, history, end, tail, accounting)
 
 

@@ -143,8 +143,8 @@ class ServingApp:
         if self.market is not None and fund.spec.tickers != self.market.tickers:
             raise DataError(f"it trades {', '.join(fund.spec.tickers)}, not the market state's tickers")
         prior = fund.spec.prior_env
-        if self.market is not None and prior is not None and prior.prior_lookback + 1 > self.market.tail:
-            raise DataError(f"it tilts the '{prior.action_prior}' rule, which reads {prior.prior_lookback + 1} days "
+        if self.market is not None and prior is not None and prior.prior_rows > self.market.tail:
+            raise DataError(f"it tilts the '{prior.action_prior}' rule, which reads {prior.prior_rows} days "
                             f"of prices, but the market state keeps {self.market.tail}; restart the server with "
                             "this version as --model")
         return VersionState(name, fund, self.cfg.drift, path)

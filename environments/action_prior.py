@@ -18,6 +18,8 @@ from data.config import DataConfig
 from data.universe import calendar_of, periods_per_year
 from environments.config import EnvConfig
 
+#: The ``EnvConfig`` fields the prior reads (``prior_row``): what an export records so the rule can be rebuilt.
+PRIOR_FIELDS: tuple[str, ...] = ("action_prior", "prior_vol_target", "prior_lookback", "prior_floor", "max_weight")
 #: The T-bill leg that takes what vol-targeting frees (``DataConfig.risk_free``'s default ticker).
 TBILL_TICKER = DataConfig.risk_free
 

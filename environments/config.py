@@ -166,6 +166,12 @@ class EnvConfig:
             bad(f"prior_floor must be in (0, 1], got {self.prior_floor}")
 
     @property
+    def prior_rows(self) -> int:
+        """Days of prices the action prior reads for one decision (``prior_lookback`` returns need one more
+        close); 0 without a prior. Servers keep at least this many rows of market state."""
+        return self.prior_lookback + 1 if self.action_prior != "none" else 0
+
+    @property
     def leverage(self) -> float:
         """Gross leverage the action can reach: ``max_leverage`` with margin on, else 1."""
         return float(self.max_leverage) if self.margin else 1.0

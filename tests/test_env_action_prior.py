@@ -57,6 +57,9 @@ def test_cap_sends_the_t_bill_excess_to_cash():
 def test_no_prior_by_default():
     returns, listed, tickers = alternating_market()
     assert prior_table(EnvConfig(window=2), returns, listed, tickers) is None
+    # the price rows one decision reads (what a server must keep): lookback returns need one more close
+    assert EnvConfig().prior_rows == 0
+    assert EnvConfig(action_prior="vol_target", prior_lookback=10).prior_rows == 11
 
 
 def prior_env(**cfg) -> tuple:
