@@ -1,4 +1,4 @@
-"""Real-data walk-forward study: PPO-Transformer vs equal-weight buy & hold and minimum variance.
+"""Real-data walk-forward study: PPO-Transformer against every benchmark of the backtester.
 
 Paper universe (configs/paper.yaml) on the yfinance CSVs in ``/work/shared/data/market`` (``--source csv``),
 expanding folds validating 2021, 2022 and 2023, several seeds per fold. Every PPO run is a full
@@ -52,11 +52,20 @@ import numpy as np
 from bench_common import DEFAULT_DATA_DIR
 from study_portfolio_gradient import CONFIGURATIONS_SO_FAR as PG_CONFIGURATIONS
 
+from evaluation.benchmarks import BENCHMARKS as EVAL_BENCHMARKS
+
 ROOT = Path(__file__).resolve().parents[1]
-#: The benchmarks next to PPO, with their table labels: the classical references and the volatility-targeted
-#: equal weight (the classical rule for the hedging behaviour the agent is meant to learn).
-BENCHMARKS: tuple[tuple[str, str], ...] = (("equal_weight_bh", "equal-weight B&H"), ("equal_weight", "equal weight rebal."), ("vol_target", "vol-target EW 20%"),
-     ("min_variance", "minimum variance"))
+#: The study's short labels for the backtester's benchmarks (the rest keep ``evaluation.benchmarks``' label).
+SHORT_LABELS: dict[str, str] = {"equal_weight_bh": "equal-weight B&H", "equal_weight": "equal weight rebal.",
+                                "vol_target": "vol-target EW 20%", "min_variance": "minimum variance"}
+#: Every benchmark of the backtester (``evaluation.benchmarks.BENCHMARKS``, the one registry), with its table
+#: label, run through the same env and costs on every fold.
+BENCHMARKS: tuple[tuple[str, str], ...] = tuple((name, SHORT_LABELS.get(name, b.label))
+                                              for name, b in EVAL_BENCHMARKS.items())
+#: The rules in the detailed per-fold table: the classical references and the volatility-targeted equal weight
+#: (the classical rule for the hedging behaviour the agent is meant to learn); every other benchmark is in the
+#: compact table of every benchmark.
+CORE: tuple[str, ...] = ("equal_weight_bh", "equal_weight", "vol_target", "min_variance")
 
 STUDY_OVERRIDES: dict[str, Any] = {
     "env.window": 30,
@@ -83,15 +92,20 @@ PRIOR_TRIALS = 2 + 3 + PG_CONFIGURATIONS + len(RESIDUAL_RUNS)
 COMPARED: tuple[tuple[str, str], ...] = (("equal_weight_bh", "equal-weight B&H"), ("equal_weight", "equal weight rebal."),
                                          ("vol_target", "vol-target EW 20%"),
                                          ("vol_target_matched", "vol-target EW, same risky exposure"))
+#: Rules whose annual volatility is below this in some fold (minimum variance sits in T-bills and USDT) get no
+#: Sharpe-difference interval: their excess return over the T-bill leg is about zero.
+MIN_BOOTSTRAP_VOL = 0.01
 REWARDS = ("log_return", "risk_adjusted", "dsr")
 #: With ``env.action_prior`` set the agent is a residual policy; its prior alone (zero tilt, what the agent
 #: starts from) is then one more row, so that what training added is measured against it.
 PRIOR_ALONE = ("prior_alone", "its prior alone (zero tilt)")
 
 
-def rules_of(rows: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
-    """The rules next to PPO in this study's rows: ``BENCHMARKS``, plus ``PRIOR_ALONE`` for a residual policy."""
-    return BENCHMARKS + ((PRIOR_ALONE,) if rows and PRIOR_ALONE[0] in rows[0] else ())
+def rules_of(rows: list[dict[str, Any]], core: bool = False) -> tuple[tuple[str, str], ...]:
+    """The rules next to PPO in this study's rows: ``BENCHMARKS`` (only the ``CORE`` ones if ``core``), plus
+    ``PRIOR_ALONE`` for a residual policy."""
+    rules = tuple(r for name in CORE for r in BENCHMARKS if r[0] == name) if core else BENCHMARKS
+    return rules + ((PRIOR_ALONE,) if rows and PRIOR_ALONE[0] in rows[0] else ())
 
 
 def compared_of(rows: list[dict[str, Any]]) -> tuple[tuple[str, str], ...]:
@@ -162,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows, series = evaluate(args, cfgs, market, out)
+    run_minutes = sum(json.loads((out / r / f"fold_{e['year']}" / f"seed_{seed}" / "validation.json").read_text())
+                      .get("train_seconds", 0.0) for r in args.rewards for e in rows for seed in args.seeds) / 60
     best = max(args.rewards, key=lambda r: np.mean([m["sharpe"] for e in rows for m in e["ppo"][r].values()]))
     report = summarise(args, rows, series, best)
     table = text_table(args, rows, best, report)
@@ -179,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"config": args.config, "overrides": overrides,
                      "years": args.years, "seeds": args.seeds, "rewards": args.rewards,
                      "timesteps": args.timesteps, "workers": args.workers, "train_minutes": train_minutes,
+                     "run_train_minutes": run_minutes,
                      "full_size": args.full_size, "source": args.source, "data_dir": data_dir,
                      "tickers": list(market.tickers), "dropped": list(market.dropped)},
         "best_reward": best, "folds": rows, "report": report,
@@ -186,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "env": {r: dataclasses.asdict(c.env) for r, c in cfgs.items()},
     }
     write_json(res_dir / f"{args.results_name}.json", result)
-    atomic_write_text(res_dir / f"{args.results_name}.md", markdown(args, rows, best, report, train_minutes))
+    atomic_write_text(res_dir / f"{args.results_name}.md", markdown(args, rows, best, report, train_minutes, run_minutes))
     print(f"wrote {res_dir / args.results_name}.json, .md and {figure.name}")
     return 0
 
@@ -329,8 +346,8 @@ def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], series: dict
     for reward in args.rewards:
         report["ci"][reward], report["mean_ci"][reward] = {}, {}
         for name, _ in rules_of(rows):
-            if name == "min_variance":
-                continue
+            if any(e[name]["annual_volatility"] < MIN_BOOTSTRAP_VOL for e in rows):
+                continue  # a T-bill-like rule: its excess Sharpe is a ratio of float residues
             pairs = []
             for e in rows:
                 s = series[e["year"]]
@@ -387,7 +404,7 @@ def text_table(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, 
                          f"{agg([m['total_return'] for m in ppo])[0]:>10.1%} "
                          f"{agg([m['active_share'] for m in ppo])[0]:>10.3f} "
                          f"{agg([m['regime_response'] for m in ppo])[0]:>+12.3f}")
-        for name, label in rules_of(rows):
+        for name, label in rules_of(rows, core=True):
             m = e[name]
             lines.append(f"{'':>5} {label:<30} {m['sharpe']:>8.2f}{'':<6} {m['max_drawdown']:>8.1%} "
                          f"{m['turnover']:>10.4f} {m['total_return']:>10.1%} {m['active_share']:>10.3f} "
@@ -409,7 +426,10 @@ def text_table(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, 
         mc = report["mean_ci"][reward]
         lines.append(f"{'all':>5} PPO {reward}: mean Sharpe over folds minus " + "; ".join(
             f"{label}: {mc[n]['estimate']:+.2f} [{mc[n]['low']:+.2f}, {mc[n]['high']:+.2f}]"
-            for n, label in rules_of(rows) if n in mc))
+            for n, label in rules_of(rows, core=True) if n in mc))
+    lines += ["", f"Every benchmark of the backtester (Sharpe / max drawdown / regime response per fold; PPO {best} "
+              "seed-mean fund minus it, mean Sharpe over folds):"]
+    lines += [" | ".join(cells) for cells in every_benchmark_cells(rows, best, report)]
     lines.append("(Sharpe differences: paired stationary bootstrap, 2,000 resamples, 95% percentile interval)")
     gaps = max(g for e in rows for g in e["validation_sharpe_gap"].values())
     lines.append(f"training-layer validation Sharpe vs evaluation-layer re-run: max |difference| {gaps:.2e}")
@@ -417,12 +437,15 @@ def text_table(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, 
 
 
 def markdown(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, report: dict[str, Any],
-             train_minutes: float | None) -> str:
+             train_minutes: float | None, run_minutes: float) -> str:
+    """The study's markdown: ``train_minutes`` is this call's wall time of training (None: runs reused),
+    ``run_minutes`` the runs' own training time summed (their ``validation.json`` ``train_seconds``)."""
     out = [f"# Walk-forward study: {data_label(args)}", "",
            f"Rewards {', '.join(args.rewards)}; seeds {args.seeds}; {args.timesteps:,} env steps per run; "
            f"{'paper config as is' if args.full_size else 'reduced STUDY_OVERRIDES'}"
            + (f", overrides {args.set}" if args.set else "")
-           + (f"; {train_minutes:.1f} min of training" if train_minutes is not None else "") + ".",
+           + (f"; {train_minutes:.1f} min of training" if train_minutes is not None else "; runs reused")
+           + f" ({run_minutes:.1f} min summed over the runs' own training time).",
            f"Best reward by mean validation Sharpe over folds and seeds: **{best}** (chosen on these folds: the "
            f"deflated Sharpe counts {report['n_trials']} configurations).", "",
            "| fold | strategy | net Sharpe | max drawdown | turnover / day | total return | active share | "
@@ -439,7 +462,7 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, re
         matched = [(f"vol-target EW at PPO {r}'s risky exposure ({e['vol_target_matched'][r]['fund_exposure']:.0%}; "
                     f"target {e['vol_target_matched'][r]['vol_target']:.0%})", e["vol_target_matched"][r]["metrics"])
                    for r in args.rewards]
-        for label, m in [(label, e[name]) for name, label in rules_of(rows)] + matched:
+        for label, m in [(label, e[name]) for name, label in rules_of(rows, core=True)] + matched:
             out.append(f"| {e['year']} | {label} | {m['sharpe']:.2f} | {m['max_drawdown']:.1%} | {m['turnover']:.3f} | "
                        f"{m['total_return']:.1%} | {m['active_share']:.3f} | {m['regime_response']:+.3f} | "
                        f"{m['hedge_response']:+.3f} |")
@@ -458,8 +481,38 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, re
         mc = report["mean_ci"][reward]
         out.append(f"- PPO {reward}: " + "; ".join(
             f"{label} {mc[n]['estimate']:+.2f} [{mc[n]['low']:+.2f}, {mc[n]['high']:+.2f}]"
-            for n, label in rules_of(rows) if n in mc))
+            for n, label in rules_of(rows, core=True) if n in mc))
+    cells = every_benchmark_cells(rows, best, report)
+    out += ["", f"Every benchmark of the backtester through the same env and costs, on the same days (PPO {best}: "
+            "its seed-mean fund; last column: PPO minus the rule, mean Sharpe difference over the folds with a 95% "
+            "paired stationary-bootstrap interval, each fold bootstrapped on its own):", "",
+            "| " + " | ".join(cells[0]) + " |", "|---|" + "---:|" * (len(cells[0]) - 1)]
+    out += ["| " + " | ".join(c) + " |" for c in cells[1:]]
     return "\n".join(out) + "\n"
+
+
+def every_benchmark_cells(rows: list[dict[str, Any]], best: str, report: dict[str, Any]) -> list[list[str]]:
+    """The compact table of every rule: a header, then per rule its Sharpe, max drawdown and regime response in
+    each fold (``a / b / c``), its mean Sharpe over the folds and the best reward's mean difference to it."""
+    years = " / ".join(str(e["year"]) for e in rows)
+    cells = [["strategy", f"net Sharpe {years}", "mean Sharpe", f"max drawdown {years}",
+              f"regime response {years}", f"PPO {best} minus it"]]
+
+    def line(label: str, ms: list[dict[str, Any]], diff: str) -> list[str]:
+        return [label, " / ".join(f"{m['sharpe']:.2f}" for m in ms), f"{np.mean([m['sharpe'] for m in ms]):.2f}",
+                " / ".join(f"{m['max_drawdown']:.1%}" for m in ms),
+                " / ".join(f"{m['regime_response']:+.2f}" for m in ms), diff]
+
+    seed_mean = [{k: agg([m[k] for m in e["ppo"][best].values()])[0]
+                  for k in ("sharpe", "max_drawdown", "regime_response")} for e in rows]
+    cells.append(line(f"PPO {best} (mean of seeds)", seed_mean, ""))
+    mc = report["mean_ci"][best]
+    for name, label in rules_of(rows):
+        iv = mc.get(name)
+        diff = (f"{iv['estimate']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}]" if iv
+                else f"(volatility < {MIN_BOOTSTRAP_VOL:.0%}: excess return ~0)")
+        cells.append(line(label, [e[name] for e in rows], diff))
+    return cells
 
 
 def plot_weights(s: dict[str, Any], best: str, path: Path, label: str) -> None:

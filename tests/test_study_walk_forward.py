@@ -88,6 +88,27 @@ def test_best_reward_follows_the_declared_rule_and_intervals_match_the_significa
     assert goals["drawdown_2022_vs_ew_bh"]["goal"] == 0.6
 
 
+def test_every_backtester_benchmark_is_run_and_tabled(study):
+    from evaluation.benchmarks import BENCHMARKS
+
+    report = _strict((study / "res" / "wf.json").read_text())
+    assert [name for name, _ in _study().BENCHMARKS] == list(BENCHMARKS)  # one registry, every rule
+    md = (study / "res" / "wf.md").read_text()
+    table = md[md.index("Every benchmark of the backtester"):]
+    for fold in report["folds"]:
+        for name in BENCHMARKS:
+            assert np.isfinite(fold[name]["sharpe"]) and fold[name]["max_drawdown"] <= 0.0
+    for label in ("OLMAR", "PAMR", "ONS", "Anticor", "Markowitz mean-variance", "vol-target EW 20%"):
+        assert f"| {label} |" in table
+    mc = report["report"]["mean_ci"][report["best_reward"]]
+    for name, b in BENCHMARKS.items():  # an interval for every rule with a non-trivial excess return
+        low_vol = any(f[name]["annual_volatility"] < _study().MIN_BOOTSTRAP_VOL for f in report["folds"])
+        assert (name in mc) != low_vol
+        if name in mc:
+            iv = mc[name]
+            assert f"{iv['estimate']:+.2f} [{iv['low']:+.2f}, {iv['high']:+.2f}]" in table
+
+
 def test_bad_input_is_one_sentence_and_exit_2(tmp_path, capsys):
     study = _study()
     assert study.main(["--source", "synthetic", "--timesteps", "0", "--out", str(tmp_path)]) == 2
