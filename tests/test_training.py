@@ -85,6 +85,8 @@ def test_overrides_are_applied_before_the_frozen_config_is_built():
         ({"agent.ppo.window": 4}, "set from the env/training sections"),  # window comes from env.window
         ({"agent.sac.seed": 4}, "set from the env/training sections"),
         ({"data.train_end": "2024-06-01"}, "data.start < data.train_end <= data.end"),
+        ({"data.train_end": "2023-12-31", "training.eval_every": 64}, "eval_every needs a validation span"),
+        ({"data.train_end": "2023-12-31", "training.algo": "forecaster"}, "forecaster is scored on the validation"),
     ],
 )
 def test_bad_values_raise_one_sentence(overrides, fragment):
@@ -164,6 +166,28 @@ def test_train_cli_end_to_end_writes_a_complete_run_directory(tmp_path):
     obs[:, -agent.layout.n_assets:] = 1.0
     w = agent.policy_module()(obs)
     assert torch.allclose(w.sum(-1), torch.ones(3)) and (w >= 0).all()
+
+
+def test_a_final_fit_trains_on_every_day_and_leaves_no_validation_files(tmp_path):
+    """data.train_end = data.end: no validation span, stale validation files removed, the backtester judges the
+    run only on a span it is given (one sentence and exit 2 without one)."""
+    out = tmp_path / "final"
+    out.mkdir()
+    (out / "validation.json").write_text("{}")  # left by an earlier run in the same folder
+    assert not tiny_cfg(**{"data.train_end": "2023-12-31"}).validates and tiny_cfg().validates
+    res = run_cli(*TINY_ARGS, "--set", "data.train_end=2023-12-31", "--set", "training.checkpoint_every=0",
+                  "--total-timesteps", "128", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "final fit: trained on every day to 2023-12-31, no validation span" in res.stdout
+    assert not (out / "validation.json").exists() and not (out / "validation_returns.csv").exists()
+    assert json.loads((out / "manifest.json").read_text())["train_end"] == "2023-12-31"
+    assert (out / "policy.pth").is_file() and (out / "curves.csv").is_file()
+    backtest = [sys.executable, str(ROOT / "evaluation" / "backtester.py"), "--run", str(out),
+                "--out", str(tmp_path / "bt")]
+    res = subprocess.run(backtest, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0, res.stderr[-2000:]
+    res = subprocess.run(backtest + ["--start", "2023-10-01"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
 
 
 def test_same_seed_gives_bit_identical_policy_and_another_seed_does_not(tmp_path):
@@ -401,5 +425,6 @@ def test_every_shipped_config_loads_strictly():
         cfg = load_experiment(str(path), {})
         assert cfg.data.start < cfg.data.train_end <= cfg.data.end, path.name
     best = load_experiment(str(ROOT / "configs" / "paper_best.yaml"), {})
-    assert best.data.end == "2023-12-31" and best.data.source == "csv" and best.env.window == 60
+    assert best.data.end == best.data.train_end == "2023-12-31" and not best.validates  # a final fit
+    assert best.data.source == "csv" and best.env.window == 60
     assert best.env.action_prior == "vol_target" and best.training.total_timesteps == 16384

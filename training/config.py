@@ -45,7 +45,7 @@ class TrainingConfig:
     - ``eval_every``: env steps between validation evaluations; these feed TensorBoard and the Optuna
       pruner (0: only at the end).
     - ``val_end``: last validation day (ISO); ``""`` means ``data.end``. Validation starts the day after
-      ``data.train_end``.
+      ``data.train_end``; with ``data.train_end`` = ``data.end`` (a final fit) there is none.
     - ``val_years``: walk-forward validation years (fold k trains on ``[data.start, Dec 31 of year-1]`` and
       validates on the year); ``seeds``: the seeds a multi-seed run fans out over.
     - ``torch_threads``: intra-op threads for torch (1 keeps runs bit-reproducible and CI-friendly).
@@ -101,6 +101,12 @@ class ExperimentConfig:
     @property
     def val_end(self) -> str:
         return self.training.val_end or self.data.end
+
+    @property
+    def validates(self) -> bool:
+        """False for a final fit: ``data.train_end == data.end`` trains on every day and leaves no validation span
+        (judge the run with the backtester on later data)."""
+        return np.datetime64(self.data.train_end, "D") != np.datetime64(self.data.end, "D")
 
 
 def costs_of(cfg: ExperimentConfig) -> dict[str, tuple[float, float]]:
@@ -213,6 +219,12 @@ def from_raw(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
         val_end = _check_date(training.val_end, "training.val_end")
         if val_end <= train_end or val_end > end:
             raise DataError("training.val_end must fall after data.train_end and on or before data.end")
+    if train_end == end:  # a final fit: every day is training, nothing is left to validate on
+        if training.algo == "forecaster":
+            raise DataError("the forecaster is scored on the validation span; set data.train_end before data.end")
+        if training.eval_every:
+            raise DataError("training.eval_every needs a validation span; a final fit (data.train_end = data.end) "
+                            "has none: set it to 0")
     if training.total_timesteps <= 0:
         raise DataError(f"training.total_timesteps must be positive, got {training.total_timesteps}")
     if training.n_envs <= 0:

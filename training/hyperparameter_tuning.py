@@ -260,6 +260,9 @@ def run_study(base: ExperimentConfig, out: Path, n_trials: int, n_jobs: int = 1,
 
     if base.algo == "forecaster":
         raise DataError("tuning maximises validation Sharpe; use --algo ppo, sac or ddpg")
+    if not base.validates:
+        raise DataError("tuning maximises validation Sharpe, and a final fit (data.train_end = data.end) has no "
+                        "validation span; set data.train_end earlier")
     if n_trials < 1 or n_jobs < 1:
         raise DataError("--n-trials and --n-jobs must be at least 1")
     out.mkdir(parents=True, exist_ok=True)

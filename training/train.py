@@ -9,7 +9,8 @@ market into ``runs/quickstart``)::
 
 Spans: training uses days ``<= data.train_end`` (normalisation statistics are fitted on that span only);
 validation runs the deterministic policy once over ``(train_end, training.val_end or data.end]`` with the
-same costs, all cash at the start.
+same costs, all cash at the start. A final fit (``data.train_end`` = ``data.end``) trains on every day and
+writes no ``validation.json`` (nor keeps an earlier one): judge it with the backtester on later data.
 
 Run directory (every file written to a temp name and renamed into place; the run files -- ``manifest.json``,
 ``policy.pth``, ``config.json``, curves, ``validation.json`` -- only once training has finished, so an
@@ -116,12 +117,14 @@ def check_spans(cfg: ExperimentConfig, store: FeatureStore) -> tuple[int, int]:
     val_lo, val_hi = np.datetime64(cfg.val_start, "D"), np.datetime64(cfg.val_end, "D")
     n_val = int(((dates >= val_lo) & (dates <= val_hi)).sum())
     w = cfg.env.window
+    if not cfg.validates:
+        n_val = 0
     if n_train < w + MIN_SPAN_DECISIONS:
         raise DataError(
             f"the training span has {n_train} days after the feature warm-up (first day {dates[0]}), "
             f"too few for a {w}-day window plus {MIN_SPAN_DECISIONS} decisions; lower env.window or start earlier"
         )
-    if n_val < 2:
+    if cfg.validates and n_val < 2:
         raise DataError(f"the validation span {cfg.val_start}..{cfg.val_end} holds {n_val} days; it needs at least 2")
     return n_train, n_val
 
@@ -467,12 +470,19 @@ def run_training(
             bar.close()
     train_seconds = time.perf_counter() - t0
     checkpoint()
-    val = evaluate_policy(agent.policy_module(), store, cfg, cfg.val_start, cfg.val_end)
-    val.update({"algo": cfg.algo, "seed": tc.seed, "global_step": int(agent.global_step),
-                "train_seconds": round(train_seconds, 2), "episodes": tracker.episodes})
+    run_info = {"algo": cfg.algo, "seed": tc.seed, "global_step": int(agent.global_step),
+                "train_seconds": round(train_seconds, 2), "episodes": tracker.episodes}
+    if cfg.validates:
+        val = evaluate_policy(agent.policy_module(), store, cfg, cfg.val_start, cfg.val_end)
+        val.update(run_info)
     write_run_files(out, agent, cfg, store)
     write_curves_csv(tracker.records, out / "curves.csv")
     plot_curves(tracker.records, out / "curves.png", title=f"{cfg.algo} seed {tc.seed} ({store.source})")
+    if not cfg.validates:  # a final fit: no validation files, and none left over from an earlier run here
+        for stale in ("validation.json", "validation_returns.csv"):
+            (out / stale).unlink(missing_ok=True)
+        writer.close()
+        return {**run_info, "trained_to": cfg.data.train_end, "synthetic": store.synthetic}
     metrics = write_validation(out, val)
     for key in VALIDATION_METRICS:
         writer.add_scalar(f"validation/{key}", metrics[key], int(agent.global_step))
@@ -521,6 +531,9 @@ def train_seed_job(config_path: str, overrides: dict[str, Any], out: str, source
 
 
 def _summary_line(metrics: dict[str, Any]) -> str:
+    if "trained_to" in metrics:
+        return (f"final fit: trained on every day to {metrics['trained_to']}, no validation span; judge it with "
+                "evaluation/backtester.py on later data (--data-dir NEWER --start ... --end ...)")
     if metrics.get("algo") == "forecaster":
         return (f"validation {metrics['start']}..{metrics['end']}: forecast RMSE {metrics['rmse']:.5f} vs "
                 f"{metrics['rmse_zero']:.5f} for the zero forecast (ratio {metrics['rmse_ratio']:.3f}), "
@@ -549,9 +562,10 @@ def main(argv: list[str] | None = None) -> int:
                                label="seed runs")
             for s, m in zip(seeds, results):
                 print(f"seed {s}: {_summary_line(m)}")
-            sharpes = [m["sharpe"] for m in results]
+            sharpes = [m["sharpe"] for m in results] if cfg.validates else None
             write_json(out / "seeds.json", {"seeds": seeds, "sharpe": sharpes, "results": results})
-            print(f"mean validation Sharpe {np.mean(sharpes):.2f} ± {np.std(sharpes):.2f} over {len(sharpes)} seeds")
+            if sharpes:
+                print(f"mean validation Sharpe {np.mean(sharpes):.2f} ± {np.std(sharpes):.2f} over {len(sharpes)} seeds")
             return 0
         source_label = args.source or cfg.data.source
         print(f"training {cfg.algo} seed {cfg.training.seed} on {source_label} data, "
