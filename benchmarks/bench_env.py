@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from bench_common import DEFAULT_DATA_DIR, real_data_config
 
+from data.atomic_files import atomic_write_text
 from data.feature_engineering import load_feature_store
 from data.market import DataError, FeatureStore
 from environments.config import EnvConfig
@@ -252,9 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "headline": headline, "goals": goals, "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(),
         "timing": "interleaved batches of every implementation; best and median batch, and CPU time",
     }
-    tmp = out_dir / "bench_env.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out_dir / "bench_env.json")
+    atomic_write_text(out_dir / "bench_env.json", json.dumps(result, indent=2))
     return 0
 
 

@@ -24,7 +24,6 @@ if __package__ in (None, ""):
 
 import argparse
 import json
-import os
 import sys
 import time
 import warnings
@@ -37,6 +36,7 @@ from bench_common import DEFAULT_DATA_DIR, real_data_config
 
 from agents.ppo_agent import PPOAgent
 from agents.ppo_encoders import ENCODERS
+from data.atomic_files import atomic_write_text
 from data.market import DataError
 from environments.config import EnvConfig
 from environments.vector_env import BatchedHedgeFundEnv
@@ -127,10 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "encoders": res,
     }
     out = Path(__file__).resolve().parent / "results" / "bench_ppo_encoders.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps(result, indent=2))  # parents created
     print(f"\nwrote {out}")
     return 0
 

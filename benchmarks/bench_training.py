@@ -48,6 +48,7 @@ from agents.common import ObsLayout
 from agents.ddpg_agent import DDPGAgent
 from agents.ppo_agent import PPOAgent
 from agents.sac_agent import SACAgent
+from data.atomic_files import atomic_write_text
 from data.market import DataError
 from environments.vector_env import BatchedHedgeFundEnv
 
@@ -361,13 +362,7 @@ def main(argv: list[str] | None = None) -> int:
               "matmul_gflops": gflops, "day_encoder_shape_matmul_gflops": shaped,
               "day_encoder_shape_attention_gflops": attn_rate, "per_day_counts": counts, "rows": rows, "ratios": ratios}
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    try:
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=2))  # parents created
     print(f"\nwrote {out}")
     return 0
 

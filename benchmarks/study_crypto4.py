@@ -180,7 +180,7 @@ def curves(runs: dict[tuple[str, int], Path], res_dir: Path, name: str) -> Path:
     panel)."""
     from matplotlib.figure import Figure
 
-    from data.atomic_files import atomic_write_text
+    from data.atomic_files import atomic_path, atomic_write_text
     from training.config import load_experiment
     from training.curves import CURVE_COLUMNS, read_curves_csv
 
@@ -213,13 +213,8 @@ def curves(runs: dict[tuple[str, int], Path], res_dir: Path, name: str) -> Path:
     fig.tight_layout()
     atomic_write_text(res_dir / f"{name}_curves.csv", "\n".join(lines) + "\n")
     png = res_dir / f"{name}_curves.png"
-    tmp = png.with_name(png.stem + ".tmp.png")
-    try:
+    with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=80)
-        tmp.replace(png)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return png
 
 

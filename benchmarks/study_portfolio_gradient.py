@@ -55,6 +55,8 @@ from typing import Any
 import numpy as np
 from bench_common import DEFAULT_DATA_DIR
 
+from data.atomic_files import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES: dict[str, Any] = {
     "env.window": 30,
@@ -285,10 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{results['data']}; {results['span']}; {results['n_configurations']} configurations counted; "
           f"{results['minutes']:.1f} min")
     out = ROOT / "benchmarks" / "results" / f"{args.results_name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(results, indent=1))  # parents created
     print(f"wrote {out}")
     return 0
 

@@ -42,7 +42,6 @@ if __package__ in (None, ""):
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -523,6 +522,7 @@ def plot_weights(s: dict[str, Any], best: str, path: Path, label: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from data.atomic_files import atomic_path
     from training.metrics import volatile_days, weight_by_category
 
     dates = np.asarray(s["dates"], dtype="datetime64[D]")
@@ -547,13 +547,11 @@ def plot_weights(s: dict[str, Any], best: str, path: Path, label: str) -> None:
     fig.suptitle(f"Weights by category, validation year {str(dates[0])[:4]} ({label}); shaded: top-decile "
                  "trailing-volatility days", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

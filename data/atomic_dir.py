@@ -1,10 +1,15 @@
 """Temporary output folders that do not outlive a failed, interrupted or killed write.
 
-Folder outputs (feature stores, exports) are built under ``.<name>.tmp-<pid>-XXXX`` next to the target
-and renamed into place; the writer removes the folder in a ``finally`` on any exception.
+Folder outputs (feature stores, exports, a walk-forward fold's ``best`` run) are built under
+``.<name>.tmp-<pid>-XXXX`` next to the target and swapped into place (``publish_dir``); the writer removes the
+folder in a ``finally`` on any exception.
 
 - ``make_temp_dir(out)`` first removes siblings ``.<name>.tmp-<pid>-*`` left by processes that no
   longer run (a ``kill -9`` or a power cut leaves them), then creates the new one.
+- ``publish_dir(tmp, out)`` swaps the finished folder in: it gets the usual new-folder mode
+  (``0o777 & ~umask``; ``mkdtemp`` makes it owner-only), an existing ``out`` is moved into a
+  ``.<name>.old-<pid>-XXXX`` trash folder, ``tmp`` renamed onto ``out`` (the previous ``out`` put back if
+  that fails) and the trash removed either way.
 - ``@sigterm_interrupts`` turns SIGTERM (what ``kill``, ``timeout`` and job schedulers send) into
   ``SystemExit`` while the decorated function runs in the main thread, so its ``finally`` clean-up runs
   as it does for Ctrl-C; the previous handler is restored afterwards.
@@ -55,6 +60,31 @@ def make_temp_dir(out: Path, kind: str = "tmp") -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(out)
     return Path(tempfile.mkdtemp(prefix=f".{out.name}.{kind}-{os.getpid()}-", dir=out.parent))
+
+
+def publish_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Replace the folder ``out`` (if any) by the finished folder ``tmp`` beside it; see the module docstring.
+
+    On failure ``out`` is as it was (or still absent) and ``tmp`` is left for the caller's ``finally``.
+    """
+    tmp, out = Path(tmp), Path(out)
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    if not out.exists():
+        tmp.rename(out)
+        return
+    trash = make_temp_dir(out, "old")
+    try:
+        out.rename(trash / out.name)
+        try:
+            tmp.rename(out)
+        except BaseException:
+            if not out.exists():
+                (trash / out.name).rename(out)  # put the previous folder back
+            raise
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _raise_exit(signum: int, frame: Any) -> None:

@@ -6,17 +6,24 @@ One definition for every layer (data caches, agent files, run records, reports, 
   ``path`` (parents created), give it the usual new-file mode (``0o666 & ~umask``; ``mkstemp`` makes it
   owner-only) and ``os.replace`` it onto ``path``. On any failure the temp file is removed and ``path`` keeps
   its previous content. Text is written as given (UTF-8, no newline translation).
-- ``publish(tmp, path)``: the last step alone, for writers that need a file name (a library writing HTML).
+- ``with atomic_path(path) as tmp:``: for writers that need a file name (``fig.savefig``, ``frame.to_csv``,
+  ``torch.save``, a library writing HTML): ``tmp`` is ``.{name}.*.tmp{suffix}`` beside ``path`` (parents
+  created; ``suffix`` defaults to ``path``'s, so matplotlib picks the format); on normal exit it is published
+  onto ``path``, on any exception removed (``path`` keeps its previous content) and the exception re-raised.
+- ``publish(tmp, path)``: the last step alone: the usual new-file mode, then ``os.replace``.
+- Folders (feature stores, exports, copied runs): ``data.atomic_dir`` (``make_temp_dir``, ``publish_dir``).
 - ``json_safe(obj)`` / ``write_json(path, obj)``: JSON with NaN and infinities as ``null`` (an undefined
   Sortino, say), numpy scalars and arrays as plain numbers and lists, keys as strings; indent 2, final newline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +38,31 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file beside it and a rename (temp removed on failure)."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """A temp file name beside ``path`` for a writer that needs one; published onto ``path`` when the block
+    ends normally, removed (``path`` untouched) when it raises.
+
+    The temp is ``.{name}.XXXXXXXX.tmp{suffix}`` (``suffix`` defaults to ``path``'s, e.g. ``.png``), created
+    empty so no other writer can take the name; parents of ``path`` are created.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    ending = path.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{ending}")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        yield Path(tmp)
         publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file beside it and a rename (temp removed on failure)."""
+    with atomic_path(path, suffix="") as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from data.atomic_dir import make_temp_dir, sigterm_interrupts
+from data.atomic_dir import make_temp_dir, publish_dir, sigterm_interrupts
 from data.market import DataError, FeatureStore, store_content_hash
 
 MANIFEST = "manifest.json"
@@ -172,22 +172,7 @@ def write_store(store: FeatureStore, out_dir: str | os.PathLike, shard_days: int
             "schema": schema_of(N, F),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only
-        if out.exists():
-            trash = make_temp_dir(out, "old")
-            try:
-                out.rename(trash / out.name)
-                try:
-                    tmp.rename(out)
-                except OSError:
-                    (trash / out.name).rename(out)  # put the previous store back
-                    raise
-            finally:
-                shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        publish_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -25,7 +25,6 @@ import json
 import os
 import shlex
 import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from data.atomic_files import atomic_write_text
 from data.market import DataError
 
 
@@ -243,11 +243,7 @@ class DriftMonitor:
         info: dict = {"payload": payload}
         if self.cfg.retrain_request_file:
             path = os.path.abspath(self.cfg.retrain_request_file)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh, indent=2)
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps(payload, indent=2))  # parents created
             info["request_file"] = path
         if self.cfg.retrain_command:
             try:

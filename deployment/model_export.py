@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from data.atomic_dir import make_temp_dir, sigterm_interrupts
+from data.atomic_dir import make_temp_dir, publish_dir, sigterm_interrupts
 from data.market import DataError, FeatureStore
 from deployment.deployed_fund import ServingSpec, _section, read_json_config
 from deployment.drift import DriftReference
@@ -300,13 +300,7 @@ def export_run(run_dir: str, out_dir: str, store_dir: str | None = None, n_obs: 
             shutil.copyfile(run / name, tmp / name)
         (tmp / "drift_reference.json").write_text(json.dumps(drift_reference(spec, store).to_dict()))
         (tmp / "parity.json").write_text(json.dumps(report, indent=2))
-        if out.exists():
-            trash = make_temp_dir(out, "old")
-            out.rename(trash / out.name)
-            tmp.rename(out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        publish_dir(tmp, out)
         return report
     finally:
         if tmp.exists():

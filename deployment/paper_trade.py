@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from data.atomic_files import atomic_path
 from data.config import DataConfig, from_mapping
 from data.feature_engineering import store_returns
 from data.market import DataError
@@ -217,12 +218,8 @@ def paper_trade(client: ServerClient, source: str, data_dir: str | None, start: 
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         frame.to_csv(tmp, float_format="%.17g")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
 
+from data.atomic_files import atomic_write_text
 from data.market import DataError
 
 MAX_HISTORY = 32
@@ -57,14 +57,7 @@ class ModelRegistry:
             self.state = {"versions": {}, "active": None, "history": [], "ab": None}
 
     def _save(self) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self.state, fh, indent=2)
-            os.replace(tmp, self._file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self._file, json.dumps(self.state, indent=2))
 
     @property
     def versions(self) -> dict[str, dict]:

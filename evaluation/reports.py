@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from data.atomic_files import atomic_write_text, publish
+from data.atomic_files import atomic_path, atomic_write_text
 from evaluation.performance_metrics import (
     DIAGNOSTIC_COLUMNS,
     METRIC_COLUMNS,
@@ -235,17 +233,10 @@ def write_quantstats(path: Path, focus: Any, other: Any, other_label: str, conte
     constant = bool(np.ptp(rf) <= 1e-15)
     rf_note = ("" if constant else f" [rf: constant {rf_annual:.2%}/yr = span mean of {context.risk_free_label}; "
                "metrics.md subtracts the daily series]")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".html")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            qs.reports.html(strat, benchmark=bench, rf=rf_annual, output=tmp, title=f"{focus.label} - {title}{rf_note}",
-                            periods_per_year=periods, download_filename=path.name)
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path, suffix=".html") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qs.reports.html(strat, benchmark=bench, rf=rf_annual, output=str(tmp), title=f"{focus.label} - {title}{rf_note}",
+                        periods_per_year=periods, download_filename=path.name)
 
 
 def write_plotly(path: Path, results: Sequence[Any], focus: Any, categories: Sequence[str],

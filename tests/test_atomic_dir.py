@@ -1,4 +1,5 @@
-"""Temporary output folders: swept when their writer was killed, removed when it is terminated."""
+"""Temporary output folders: swept when their writer was killed, removed when it is terminated, swapped into
+place with the previous folder kept when the swap fails."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from data.atomic_dir import make_temp_dir, sweep_stale
+import pytest
+
+from data.atomic_dir import make_temp_dir, publish_dir, sweep_stale
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,3 +76,46 @@ def test_the_store_writer_and_the_exporter_are_covered():
 
     for fn in (write_store, export_run):
         assert fn.__wrapped__ is not None  # @sigterm_interrupts
+
+
+def _folder(tmp: Path, **files: str) -> Path:
+    for name, text in files.items():
+        (tmp / name).write_text(text)
+    return tmp
+
+
+def test_publish_dir_swaps_in_the_new_folder_with_the_usual_mode_and_no_trash(tmp_path):
+    out = tmp_path / "store"
+    umask = os.umask(0o022)
+    try:
+        tmp = _folder(make_temp_dir(out), a="1")
+        assert tmp.stat().st_mode & 0o777 == 0o700  # mkdtemp: owner-only
+        publish_dir(tmp, out)  # no previous folder
+        assert out.stat().st_mode & 0o777 == 0o755 and (out / "a").read_text() == "1"
+        publish_dir(_folder(make_temp_dir(out), b="2"), out)  # replaces the previous folder
+    finally:
+        os.umask(umask)
+    assert sorted(p.name for p in out.iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # no temp, no trash
+
+
+def test_a_failed_swap_puts_the_previous_folder_back_and_leaves_no_trash(tmp_path, monkeypatch):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "old").write_text("kept")
+    tmp = _folder(make_temp_dir(out), new="lost")
+    rename = Path.rename
+
+    def failing_rename(self, target):
+        if self == tmp:
+            raise OSError("rename failed")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(OSError, match="rename failed"):
+        publish_dir(tmp, out)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == ["old"] and (out / "old").read_text() == "kept"
+    assert not list(tmp_path.glob(".export.old-*"))  # the trash folder is gone
+    assert tmp.is_dir()  # the writer's own finally removes its temp folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["export", tmp.name])

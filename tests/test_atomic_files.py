@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from data.atomic_files import atomic_write_bytes, atomic_write_text, json_safe, write_json
+from data.atomic_files import atomic_path, atomic_write_bytes, atomic_write_text, json_safe, write_json
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
@@ -49,3 +49,49 @@ def test_json_is_strict_with_null_for_undefined_numbers(tmp_path):
     text = (tmp_path / "r.json").read_text()
     assert text.endswith("}\n") and "NaN" not in text and "Infinity" not in text
     assert json.loads(text)["1"] == [1.5, None, None]
+
+
+def test_atomic_path_publishes_a_named_writer_with_the_usual_mode(tmp_path):
+    path = tmp_path / "sub" / "curves.png"
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(path) as tmp:
+            # a hidden temp beside the target, keeping its suffix (matplotlib picks the format from it)
+            assert tmp.parent == path.parent and tmp.name.startswith(".curves.png.") and tmp.suffix == ".png"
+            assert tmp.is_file() and not path.exists()
+            tmp.write_bytes(b"new")
+    finally:
+        os.umask(umask)
+    assert path.read_bytes() == b"new" and not tmp.exists()
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in path.parent.iterdir()) == ["curves.png"]
+    with atomic_path(tmp_path / "r.csv.gz", suffix="") as tmp:  # an explicit ending replaces the target's
+        assert tmp.name.endswith(".tmp") and tmp.name.startswith(".r.csv.gz.")
+        tmp.write_text("x")
+    assert (tmp_path / "r.csv.gz").read_text() == "x"
+
+
+def test_atomic_path_keeps_the_old_file_and_no_temp_when_the_writer_fails(tmp_path):
+    path = tmp_path / "nav.csv"
+    path.write_text("old\n")
+    with pytest.raises(ValueError, match="writer broke"):
+        with atomic_path(path) as tmp:
+            tmp.write_text("half a fi")
+            raise ValueError("writer broke")
+    assert path.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nav.csv"]
+    with pytest.raises(KeyboardInterrupt):  # not only Exceptions: Ctrl-C, SystemExit from SIGTERM
+        with atomic_path(tmp_path / "new.csv") as tmp:
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nav.csv"]  # a missing target stays missing
+
+
+def test_atomic_path_gives_matplotlib_the_format_of_the_target(tmp_path):
+    Figure = pytest.importorskip("matplotlib.figure").Figure
+    fig = Figure(figsize=(1, 1))
+    fig.subplots().plot([0, 1], [1, 0])
+    for name, magic in (("f.png", b"\x89PNG"), ("f.pdf", b"%PDF"), ("f.svg", b"<?xml")):
+        with atomic_path(tmp_path / name) as tmp:
+            fig.savefig(tmp)
+        assert (tmp_path / name).read_bytes().startswith(magic)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png", "f.svg"]

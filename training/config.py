@@ -23,6 +23,7 @@ import numpy as np
 
 from agents.portfolio_gradient import PortfolioGradientConfig
 from agents.registry import ALGOS, DERIVED_FIELDS, algorithm
+from data.atomic_files import atomic_write_text
 from data.config import DataConfig, from_mapping, load_yaml, to_mapping
 from data.market import DataError
 from environments.config import EnvConfig, env_section
@@ -274,14 +275,9 @@ def to_raw(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def write_yaml(cfg: ExperimentConfig, path: str | Path, header: str = "") -> None:
     """Write ``cfg`` as a YAML file ``train.py --config`` accepts (temp file + rename)."""
-    import os
-
     import yaml
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     text = yaml.safe_dump(to_raw(cfg), sort_keys=False, default_flow_style=False)
     if header:
         text = "".join(f"# {line}\n" for line in header.splitlines()) + text
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from data.atomic_files import atomic_path
 from training import metrics as M
 from training.rollout import MarketContext, run_episode, torch_policy
 
@@ -149,18 +149,11 @@ class EpisodeTracker:
 
 def write_curves_csv(records: Sequence[EpisodeRecord], path: str | Path) -> None:
     """Write the episode records to ``path`` as CSV (full float precision; temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(CURVE_COLUMNS))
-            writer.writeheader()
-            for rec in records:
-                writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in asdict(rec).items()})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(CURVE_COLUMNS))
+        writer.writeheader()
+        for rec in records:
+            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in asdict(rec).items()})
 
 
 def read_curves_csv(path: str | Path) -> list[EpisodeRecord]:
@@ -220,14 +213,8 @@ def plot_curves(records: Sequence[EpisodeRecord], path: str | Path, title: str =
         ax.set_xlabel("env steps")
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    try:
+    with atomic_path(path, suffix=".png") as tmp:  # PNG whatever the name ends with
         fig.savefig(tmp, dpi=80)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # -- validation of a deterministic policy ---------------------------------------------------------------

@@ -42,7 +42,6 @@ if __package__ in (None, ""):
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -52,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from data.atomic_files import write_json
+from data.atomic_files import atomic_path, atomic_write_text, write_json
 from data.market import DataError, FeatureStore
 from training.config import (
     CONFIG_VERSION,
@@ -189,12 +188,8 @@ def write_validation(run: Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """``validation.json`` (metrics without the series) and ``validation_returns.csv``; returns the metrics."""
     series = metrics.pop("series")
     write_json(run / "validation.json", metrics)
-    tmp = run / "validation_returns.csv.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write("date,net_return,risk_free\n")
-        for d, r, f in zip(series["dates"], series["returns"], series["risk_free"]):
-            fh.write(f"{d},{r!r},{f!r}\n")
-    os.replace(tmp, run / "validation_returns.csv")
+    atomic_write_text(run / "validation_returns.csv", "date,net_return,risk_free\n" + "".join(
+        f"{d},{r!r},{f!r}\n" for d, r, f in zip(series["dates"], series["returns"], series["risk_free"])))
     return metrics
 
 
@@ -314,17 +309,18 @@ def run_forecaster(cfg: ExperimentConfig, out: Path, store: FeatureStore, progre
     seconds = time.perf_counter() - t0
     scores = agent.evaluate(forecast_batches(store, layout.window, v0, v1 - 1, 256, None)())
     write_run_files(out, agent, cfg, store)
-    tmp = out / "curves.csv.tmp"
-    tmp.write_text("epoch,loss\n" + "".join(f"{i + 1},{v!r}\n" for i, v in enumerate(agent.history_)))
-    os.replace(tmp, out / "curves.csv")
+    atomic_write_text(out / "curves.csv",
+                      "epoch,loss\n" + "".join(f"{i + 1},{v!r}\n" for i, v in enumerate(agent.history_)))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(np.arange(1, len(agent.history_) + 1), agent.history_, "o-")
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean per-asset RMSE (daily log return)")
     fig.tight_layout()
-    fig.savefig(out / "curves.tmp.png", dpi=90)
-    plt.close(fig)
-    os.replace(out / "curves.tmp.png", out / "curves.png")
+    try:
+        with atomic_path(out / "curves.png") as tmp:
+            fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)
     metrics = {"algo": "forecaster", "seed": cfg.training.seed, "start": str(dates[max(v0, layout.window - 1)]),
                "end": str(dates[v1 - 1]), **scores, "train_seconds": round(seconds, 2), "synthetic": store.synthetic,
                "units": "rmse in daily log-return units (mean over assets of per-asset RMSE)"}

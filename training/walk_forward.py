@@ -26,7 +26,6 @@ if __package__ in (None, ""):
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -35,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from data.atomic_dir import make_temp_dir, publish_dir
+from data.atomic_files import atomic_write_text
 from data.market import DataError
 from training.config import (
     ExperimentConfig,
@@ -221,14 +222,14 @@ def walk_forward(
     summary = summarise(folds, list(seeds), results)
     for row in summary["folds"]:
         fold_dir = out / f"fold_{row['year']}"
-        best_tmp = fold_dir / "best.tmp"
-        shutil.rmtree(best_tmp, ignore_errors=True)
-        shutil.copytree(fold_dir / f"seed_{row['best_seed']}", best_tmp, ignore=shutil.ignore_patterns("checkpoints", "tb"))
-        shutil.rmtree(fold_dir / "best", ignore_errors=True)
-        os.replace(best_tmp, fold_dir / "best")
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    os.replace(tmp, out / "summary.json")
+        tmp = make_temp_dir(fold_dir / "best")
+        try:
+            shutil.copytree(fold_dir / f"seed_{row['best_seed']}", tmp, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("checkpoints", "tb"))
+            publish_dir(tmp, fold_dir / "best")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
