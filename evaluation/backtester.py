@@ -194,12 +194,14 @@ def read_run(path: str) -> RunInfo:
 def expand_runs(paths: list[str]) -> list[str]:
     """Run directories from the command line; a folder of seed runs (``OUT/seed_*`` from
     ``train.py --seeds`` or a walk-forward fold) stands for its ``seed_*`` runs, or, when it has none, for
-    every run directory directly inside it. A fold's ``best/`` copy of one seed is not counted twice."""
+    every run directory directly inside it. A fold's ``best/`` copy of one seed is not counted twice, and hidden
+    folders (a write's temp folder left by a killed process) are not runs."""
     out: list[str] = []
     for path in paths:
         folder = Path(path)
         if folder.is_dir() and not (folder / "config.json").is_file():
-            inner = sorted(str(p.parent) for p in folder.glob("*/policy.pth") if (p.parent / "config.json").is_file())
+            inner = sorted(str(p.parent) for p in folder.glob("*/policy.pth")
+                           if (p.parent / "config.json").is_file() and not p.parent.name.startswith("."))
             seeds = [p for p in inner if Path(p).name.startswith("seed_")]
             inner = seeds or inner
             if inner:

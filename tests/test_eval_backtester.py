@@ -230,6 +230,10 @@ def test_a_walk_forward_fold_counts_its_seeds_once_not_its_best_copy(workspace, 
     for name in ("seed_0", "seed_1", "best"):
         shutil.copytree(workspace["runs"][0], fold / name)
     assert bt.expand_runs([str(fold)]) == [str(fold / "seed_0"), str(fold / "seed_1")]
+    other = tmp_path / "runs"  # no seed_* runs: every run inside, but not a killed write's hidden temp folder
+    for name in ("a", ".best.tmp-123-x"):
+        shutil.copytree(workspace["runs"][0], other / name)
+    assert bt.expand_runs([str(other)]) == [str(other / "a")]
 
 
 def test_cli_script_runs_from_repo_root_without_traceback(tmp_path):
