@@ -125,14 +125,18 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--full-size", action="store_true", help="use the paper config as is (no STUDY_OVERRIDES)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="config override")
-    p.add_argument("--prior-trials", type=int, default=PRIOR_TRIALS,
-                   help="configurations already evaluated on these folds (for the deflated Sharpe)")
+    p.add_argument("--prior-trials", type=int, default=None,
+                   help="configurations already evaluated on these folds (for the deflated Sharpe; default: the "
+                   "real-data ledger PRIOR_TRIALS with --source csv, 0 on the synthetic market)")
     p.add_argument("--out", default=str(ROOT / "runs" / "study_walk_forward"))
     p.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--results-name", default="study_walk_forward", help="file stem under --results-dir")
     p.add_argument("--reuse", action="store_true",
                    help="evaluate the runs already in --out/<reward> (their summary.json) instead of training them")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.prior_trials is None:  # the ledger counts configurations tried on the real folds only
+        args.prior_trials = PRIOR_TRIALS if args.source == "csv" else 0
+    return args
 
 
 def agg(values: list[float]) -> tuple[float, float]:
