@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from data.atomic_files import usual_mode
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -68,9 +70,7 @@ def publish_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
     On failure ``out`` is as it was (or still absent) and ``tmp`` is left for the caller's ``finally``.
     """
     tmp, out = Path(tmp), Path(out)
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
+    tmp.chmod(usual_mode(folder=True))
     if not out.exists():
         tmp.rename(out)
         return

@@ -30,11 +30,17 @@ from typing import Any
 import numpy as np
 
 
-def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Give ``tmp`` the usual new-file mode and rename it onto ``path`` (same folder: atomic)."""
+def usual_mode(folder: bool = False) -> int:
+    """The mode a plain ``open``/``mkdir`` gives under the process umask: ``0o666`` (``0o777`` for a folder)
+    ``& ~umask`` (``mkstemp``/``mkdtemp`` make owner-only ones)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    return (0o777 if folder else 0o666) & ~umask
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give ``tmp`` the usual new-file mode and rename it onto ``path`` (same folder: atomic)."""
+    os.chmod(tmp, usual_mode())
     os.replace(tmp, path)
 
 

@@ -220,12 +220,6 @@ def from_raw(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
         val_end = _check_date(training.val_end, "training.val_end")
         if val_end <= train_end or val_end > end:
             raise DataError("training.val_end must fall after data.train_end and on or before data.end")
-    if train_end == end:  # a final fit: every day is training, nothing is left to validate on
-        if training.algo == "forecaster":
-            raise DataError("the forecaster is scored on the validation span; set data.train_end before data.end")
-        if training.eval_every:
-            raise DataError("training.eval_every needs a validation span; a final fit (data.train_end = data.end) "
-                            "has none: set it to 0")
     if training.total_timesteps <= 0:
         raise DataError(f"training.total_timesteps must be positive, got {training.total_timesteps}")
     if training.n_envs <= 0:
@@ -235,7 +229,14 @@ def from_raw(raw: dict[str, Any], where: str = "config") -> ExperimentConfig:
     if not training.seeds:
         raise DataError("training.seeds must list at least one seed")
     extra = {k: copy.deepcopy(raw[k]) for k in PASSTHROUGH_SECTIONS if k in raw}
-    return ExperimentConfig(data=data, env=env, agent=agent, training=training, extra=extra)
+    cfg = ExperimentConfig(data=data, env=env, agent=agent, training=training, extra=extra)
+    if not cfg.validates:  # a final fit: every day is training, nothing is left to validate on
+        if training.algo == "forecaster":
+            raise DataError("the forecaster is scored on the validation span; set data.train_end before data.end")
+        if training.eval_every:
+            raise DataError("training.eval_every needs a validation span; a final fit (data.train_end = data.end) "
+                            "has none: set it to 0")
+    return cfg
 
 
 def load_experiment(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:

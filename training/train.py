@@ -114,10 +114,8 @@ def check_spans(cfg: ExperimentConfig, store: FeatureStore) -> tuple[int, int]:
     dates = store.dates.astype("datetime64[D]")
     n_train = int((dates <= np.datetime64(cfg.data.train_end, "D")).sum())
     val_lo, val_hi = np.datetime64(cfg.val_start, "D"), np.datetime64(cfg.val_end, "D")
-    n_val = int(((dates >= val_lo) & (dates <= val_hi)).sum())
+    n_val = int(((dates >= val_lo) & (dates <= val_hi)).sum())  # 0 for a final fit (val_start > val_end)
     w = cfg.env.window
-    if not cfg.validates:
-        n_val = 0
     if n_train < w + MIN_SPAN_DECISIONS:
         raise DataError(
             f"the training span has {n_train} days after the feature warm-up (first day {dates[0]}), "
