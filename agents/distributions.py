@@ -7,6 +7,11 @@ Gaussian on z, ``z ~ Normal(mu, exp(log_std))``; densities and entropies are tak
 the tradable assets only (``mask`` (B, N), 1 = tradable): the softmax's Jacobian cancels in PPO's ratio
 and is deliberately left out of SAC's entropy (see ``agents.sac_agent``). Masked assets get exactly 0 weight.
 
+Exposure policies (``PPOConfig.action_head = "exposure"``): the mean is the same value s on every tradable
+asset (``exposure_logits``) and the noise is one draw per sample shared by every coordinate, ``z = mu +
+exp(log_std_0) * eps * 1`` with eps (B, 1): a one-dimensional Gaussian along the all-ones direction, which
+moves NAV between the equally weighted tradable assets and cash only (``shared_*`` below).
+
 Pure functions of tensors, shapes in brackets; ``mask`` broadcasts against ``mu``.
 """
 
@@ -49,10 +54,37 @@ def sample_noise(shape: torch.Size, like: torch.Tensor, generator: torch.Generat
     return torch.randn(shape, generator=generator, dtype=like.dtype).to(like.device)
 
 
+def exposure_logits(token_logits: torch.Tensor) -> torch.Tensor:
+    """Per-token head outputs (B, N+1) -> logits (B, N+1) of an exposure policy: the cash token's output s
+    on every asset, 0 for cash; ``masked_softmax`` of them is ``1/(K + exp(-s))`` on each of the K tradable
+    assets and the rest in cash (a scalar risky exposure ``K / (K + exp(-s))`` over an equal-weight sleeve)."""
+    s = token_logits[:, -1:]
+    return torch.cat([s.expand(-1, token_logits.shape[1] - 1), torch.zeros_like(s)], dim=1)
+
+
+def shared_noise(z: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The one draw (B,) ``z_i - mu_i`` of an exposure latent: its mean over the tradable coordinates
+    (every tradable coordinate carries the same draw; 0 where no asset is tradable)."""
+    m = mask.to(z.dtype).expand_as(z)
+    return ((z - mu) * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+
+
+def shared_log_prob(z: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log-density (B,) of an exposure latent z (B, N): ``log Normal(shared_noise; 0, exp(log_std))`` for the
+    scalar log_std (1,) (one dimension however many assets are tradable)."""
+    e = shared_noise(z, mu, mask) / log_std.exp()
+    return -0.5 * e**2 - log_std - LOG_SQRT_2PI
+
+
+def shared_entropy(log_std: torch.Tensor, batch: int) -> torch.Tensor:
+    """Entropy (B,) of the one-dimensional exposure Gaussian: ``0.5 + log sqrt(2 pi) + log_std`` per sample."""
+    return (0.5 + LOG_SQRT_2PI + log_std).expand(batch)
+
+
 def weights_from_latent(z: torch.Tensor, mask1: torch.Tensor) -> torch.Tensor:
     """Simplex weights (B, N+1) = ``masked_softmax([z, 0], mask1)`` for the latent z (B, N)."""
     return masked_softmax(torch.cat([z, torch.zeros_like(z[:, :1])], dim=1), mask1)
 
 
-__all__ = ["latent_entropy", "latent_log_prob", "mean_latent", "noise_log_prob", "sample_noise",
-           "weights_from_latent"]
+__all__ = ["exposure_logits", "latent_entropy", "latent_log_prob", "mean_latent", "noise_log_prob", "sample_noise",
+           "shared_entropy", "shared_log_prob", "shared_noise", "weights_from_latent"]

@@ -60,6 +60,7 @@ from agents.common import (
 from agents.ppo_encoders import ENCODERS, build_actor_critic, policy_module_of
 from agents.replay_buffer import index_source
 from agents.rollout_buffer import RolloutBatch, RolloutBuffer, gae
+from agents.transformer_encoder import ACTION_HEADS
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ class PPOConfig:
     ``encoder``: ``"transformer"`` (``d_model``, ``n_heads``, ``day_layers``, ``asset_layers``,
     ``dim_feedforward``, ``dropout``), ``"lstm"`` (hidden ``d_model``, ``lstm_layers``) or ``"mlp"`` (width
     ``d_model``, ``mlp_layers``); see ``agents.ppo_encoders``. Configs without the key are Transformer runs.
+    ``action_head``: ``"assets"`` (a logit per asset: the whole simplex) or ``"exposure"`` (Transformer only:
+    one logit per day, an equal-weight sleeve over the tradable assets against cash, explored with one
+    shared draw of scale ``exp(init_log_std)`` at first; see ``agents.distributions.exposure_logits``).
     """
 
     learning_rate: float = 3e-4
@@ -109,6 +113,7 @@ class PPOConfig:
     dim_feedforward: int = 128
     dropout: float = 0.0
     init_log_std: float = -0.5
+    action_head: str = "assets"
     encoder: str = "transformer"
     lstm_layers: int = 3
     mlp_layers: int = 2
@@ -117,6 +122,10 @@ class PPOConfig:
     def __post_init__(self) -> None:
         if self.encoder not in ENCODERS:
             raise ValueError(f"PPOConfig.encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
+        if self.action_head not in ACTION_HEADS:
+            raise ValueError(f"PPOConfig.action_head must be one of {', '.join(ACTION_HEADS)}, got {self.action_head!r}")
+        if self.action_head == "exposure" and self.encoder != "transformer":
+            raise ValueError("PPOConfig.action_head 'exposure' needs the transformer encoder")
         positive = ("learning_rate", "n_steps", "batch_size", "n_epochs", "d_model", "n_heads", "window",
                     "lstm_layers", "mlp_layers")
         for name in positive:

@@ -93,6 +93,7 @@ class AssetLatentActorCritic(nn.Module):
     def __init__(self, layout: ObsLayout, encoder: nn.Module, hidden: int, init_log_std: float = -0.5) -> None:
         super().__init__()
         self.layout = layout
+        self.exposure = False  # per-asset logits only (PPOConfig refuses an exposure head here)
         n = layout.n_assets
         self.encoder = encoder
         self.actor = AssetScoreHead(hidden, 1)
@@ -145,7 +146,7 @@ def build_actor_critic(layout: ObsLayout, config: Any) -> nn.Module:
     c = config
     if c.encoder == "transformer":
         return TransformerActorCritic(layout, c.d_model, c.n_heads, c.day_layers, c.asset_layers,
-                                      c.dim_feedforward, c.dropout, c.init_log_std)
+                                      c.dim_feedforward, c.dropout, c.init_log_std, c.action_head)
     if c.encoder == "lstm":
         return LSTMActorCritic(layout, c.d_model, c.lstm_layers, c.init_log_std)
     if c.encoder == "mlp":

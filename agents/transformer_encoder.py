@@ -18,7 +18,9 @@ so the state dict maps one-to-one onto another framework):
    enters: ``tok = market + weight_proj(weights[..., None])`` (``weight_proj = nn.Linear(1, d)``).
 5. ``tok = asset_norm(asset_encoder(tok))``: ``asset_layers`` encoder layers configured as in 3, no mask
    in attention (a closed market still carries information), then LayerNorm.
-6. Actor: ``logits = actor_head(tok)[..., 0]`` [B,N+1] (``nn.Linear(d, 1)`` shared across tokens).
+6. Actor: ``logits = actor_head(tok)[..., 0]`` [B,N+1] (``nn.Linear(d, 1)`` shared across tokens). With
+   ``action_head="exposure"`` only the cash token's output s is kept: ``logits = [s, ..., s, 0]``, an
+   equal-weight sleeve over the tradable assets scaled against cash (one number per day to learn).
    Critic: ``value = critic_head(cat([c, tok.mean(1)], -1))[..., 0]`` [B] with
    ``critic_head = Sequential(Linear(2d, d), Tanh, Linear(d, 1))``.
 
@@ -31,7 +33,9 @@ back exactly (``z_i = log w_i - log w_cash``). PPO needs only ratios of densitie
 the log-probability is taken in z coordinates, summed over tradable assets only:
 ``log pi(a|s) = sum_i mask_i * log Normal(z_i; mu_i, sigma_i)`` (the softmax Jacobian cancels in the
 ratio); the entropy bonus is the matching ``sum_i mask_i * (0.5 + 0.5 log 2 pi + log sigma_i)``.
-Masked assets get no weight: their z is ignored and their softmax entry is exactly 0.
+Masked assets get no weight: their z is ignored and their softmax entry is exactly 0. An exposure head's
+latent is one-dimensional: one draw ``eps`` (B, 1) on every coordinate, ``z = mu + exp(log_std_0) * eps``,
+density and entropy of that single Gaussian (``agents.distributions.shared_log_prob``).
 
 Deterministic policy (``PolicyModule``): ``weights = masked_softmax(logits, mask1)`` (= the weights at
 ``z = mu``), float32 [B,N+1], no data-dependent Python control flow: scriptable, traceable and exportable
@@ -51,6 +55,9 @@ from torch.nn import functional as F
 
 from agents import distributions as D
 from agents.common import ObsLayout, full_mask, masked_softmax, split_obs
+
+#: ``action_head`` values: per-asset logits (the full simplex) or one exposure logit (risky sleeve vs cash).
+ACTION_HEADS = ("assets", "exposure")
 
 
 def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
@@ -88,11 +95,15 @@ class TransformerActorCritic(nn.Module):
         dim_feedforward: int = 128,
         dropout: float = 0.0,
         init_log_std: float = -0.5,
+        action_head: str = "assets",
     ) -> None:
         super().__init__()
         if d_model % n_heads != 0 or d_model % 2 != 0:
             raise ValueError(f"d_model {d_model} must be even and divisible by n_heads {n_heads}")
+        if action_head not in ACTION_HEADS:
+            raise ValueError(f"action_head must be one of {', '.join(ACTION_HEADS)}, got {action_head!r}")
         self.layout = layout
+        self.exposure = action_head == "exposure"  # a bool, not a string: TorchScript branches on it
         n, f, w = layout.n_assets, layout.n_features, layout.window
         self.window, self.n_assets, self.n_features = w, n, f  # ints for TorchScript (``split_obs``)
         self.d_model = d_model
@@ -174,9 +185,17 @@ class TransformerActorCritic(nn.Module):
         """Portfolio part: market tokens (B, N+1, d), context (B, d), weights (B, N+1), mask (B, N) ->
         actor logits (B, N+1), state value (B,), mask1 (B, N+1)."""
         tok = self.asset_norm(self._asset_layers(market + self.weight_proj(weights.unsqueeze(-1))))
-        logits = self.actor_head(tok).squeeze(-1)
+        logits = self.actor_logits(tok)
         value = self.critic_head(torch.cat([context, tok.mean(dim=1)], dim=-1)).squeeze(-1)
         return logits, value, full_mask(mask)
+
+    def actor_logits(self, tok: torch.Tensor) -> torch.Tensor:
+        """Step 6's actor: asset tokens (B, N+1, d) -> logits (B, N+1); an exposure head keeps only the cash
+        token's output s and returns ``[s, ..., s, 0]`` (``agents.distributions.exposure_logits``)."""
+        logits = self.actor_head(tok).squeeze(-1)
+        if self.exposure:
+            return D.exposure_logits(logits)
+        return logits
 
     def _asset_layers(self, x: torch.Tensor) -> torch.Tensor:
         """``asset_encoder(x)`` for asset tokens x (B, N+1, d), batch-first (``_pre_norm_layer``)."""
@@ -203,7 +222,7 @@ class TransformerActorCritic(nn.Module):
         context = self._context_full(features)
         market = self._market_tokens(features[:, -1], context)
         tok = self.asset_norm(self.asset_encoder(market + self.weight_proj(weights.unsqueeze(-1))))
-        logits = self.actor_head(tok).squeeze(-1)
+        logits = self.actor_logits(tok)
         value = self.critic_head(torch.cat([context, tok.mean(dim=1)], dim=-1)).squeeze(-1)
         return logits, value, full_mask(mask)
 
@@ -248,12 +267,17 @@ class TransformerActorCritic(nn.Module):
         """Log-density of latent z (B, N) and the entropy, both (B,), over tradable assets only."""
         mu = D.mean_latent(logits)
         m = mask1[:, :-1]
+        if self.exposure:  # one shared draw, scale exp(log_std[0])
+            return D.shared_log_prob(z, mu, self.log_std[:1], m), D.shared_entropy(self.log_std[:1], mu.shape[0])
         log_std = self.log_std.expand_as(mu)
         return D.latent_log_prob(z, mu, log_std, m), D.latent_entropy(log_std, m)
 
     def sample_latent(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """z = mu + exp(log_std) * eps (B, N), eps drawn from ``generator``."""
+        """z = mu + exp(log_std) * eps (B, N), eps drawn from ``generator``; an exposure head draws one eps
+        (B, 1) per sample, scaled by exp(log_std[0]), on every coordinate."""
         mu = D.mean_latent(logits)
+        if self.exposure:
+            return mu + D.sample_noise(torch.Size((mu.shape[0], 1)), mu, generator) * self.log_std[:1].exp()
         return mu + D.sample_noise(mu.shape, mu, generator) * self.log_std.exp()
 
     # -- interpretation -------------------------------------------------------------------------------
@@ -343,8 +367,7 @@ class PolicyModule(nn.Module):
         """market (B, N+1, d), weights (B, N+1), mask (B, N) -> simplex weights (B, N+1)."""
         net = self.net
         tok = net.asset_norm(net._asset_layers(market + net.weight_proj(weights.unsqueeze(-1))))
-        logits = net.actor_head(tok).squeeze(-1)
-        return masked_softmax(logits, full_mask(mask))
+        return masked_softmax(net.actor_logits(tok), full_mask(mask))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs (B, obs_dim) -> weights (B, N+1); equals ``act(market(features), weights, mask)``."""

@@ -117,15 +117,29 @@ def row(result: Any, context: Any) -> dict[str, float]:
     return {**strategy_metrics(result, context), "safe_share": float(np.mean(safe))}
 
 
+def source_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config overrides for ``--source``: the CSV folder for real data, nothing else for the synthetic market."""
+    if args.source == "csv":
+        return {"data.source": "csv", "data.data_dir": args.data_dir}
+    return {"data.source": "synthetic"}
+
+
+def in_sample_span(train_end: str) -> tuple[str, str]:
+    """The training span's last 365 days ``(start, end)``: where ``--in-sample`` scores every strategy again."""
+    import pandas as pd
+
+    end = pd.Timestamp(train_end)
+    return str((end - pd.Timedelta(days=364)).date()), str(end.date())
+
+
 def _setup(args: argparse.Namespace, train_end: str) -> tuple[Any, Any, Any, Any]:
     """(config, market, feature store refit to ``train_end``, costs) for one fold."""
     from data.data_loader import load_market
     from data.feature_engineering import build_feature_store
     from training.config import costs_of, load_experiment
 
-    cfg = load_experiment(args.config, {**OVERRIDES, "data.source": "csv", "data.data_dir": args.data_dir,
-                                        "data.train_end": train_end})
-    market = load_market(cfg.data, source="csv", data_dir=args.data_dir, verbose=False)
+    cfg = load_experiment(args.config, {**OVERRIDES, **source_overrides(args), "data.train_end": train_end})
+    market = load_market(cfg.data, source=args.source, data_dir=args.data_dir, verbose=False)
     return cfg, market, build_feature_store(market, train_end, clip=cfg.data.clip), costs_of(cfg)
 
 
@@ -149,9 +163,13 @@ def run_job(args: argparse.Namespace, fold: tuple[str, str, str], seed: int) -> 
     out: dict[str, Any] = {"strategies": {}, "seconds": {}, "pg_history": {}}
 
     def evaluate(agent: Any, name: str) -> None:
-        env = CryptoHedgeFundEnv.from_store(store, cfg0.env, val_start, val_end, costs)
-        res = run_episode(env, torch_policy(agent.policy_module()), name, name)
-        out["strategies"][name] = row(res, context)
+        spans = {name: (val_start, val_end)}
+        if args.in_sample:
+            spans[f"{name}@train"] = in_sample_span(train_end)
+        for label, (start, end) in spans.items():
+            env = CryptoHedgeFundEnv.from_store(store, cfg0.env, start, end, costs)
+            res = run_episode(env, torch_policy(agent.policy_module()), label, label)
+            out["strategies"][label] = row(res, context)
 
     def ppo(agent: Any, name: str) -> None:
         t0 = time.perf_counter()
@@ -160,8 +178,8 @@ def run_job(args: argparse.Namespace, fold: tuple[str, str, str], seed: int) -> 
         out["seconds"][name] = time.perf_counter() - t0
         evaluate(agent, name)
 
-    cfg = load_experiment(args.config, {**OVERRIDES, "data.source": "csv", "data.data_dir": args.data_dir,
-                                        "data.train_end": train_end, "training.seed": seed})
+    cfg = load_experiment(args.config, {**OVERRIDES, **source_overrides(args), "data.train_end": train_end,
+                                        "training.seed": seed})
     env = BatchedHedgeFundEnv(store, cfg.env, cfg.training.n_envs, end=train_end, costs_bps=costs)
     layout = ObsLayout.from_dict(env.obs_layout)
     ppo(make_agent(cfg, layout), "ppo")
@@ -195,9 +213,14 @@ def variants_of(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Portfolio-gradient warm start vs PPO on real data (validation folds).")
+    p = argparse.ArgumentParser(description="Portfolio-gradient warm start vs PPO (validation folds; real data "
+                                            "by default, or the synthetic market as a positive control).")
     p.add_argument("--config", default=str(ROOT / "configs" / "paper.yaml"))
+    p.add_argument("--source", choices=("csv", "synthetic"), default="csv",
+                   help="csv = real data (default); synthetic = the simulated market (a positive control)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--in-sample", action="store_true",
+                   help="also score every strategy on the training span's last 365 days (<name>@train)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--ppo-steps", type=int, default=4096)
     p.add_argument("--pg-steps", type=int, default=300)
@@ -233,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     folds = [f for f in FOLDS if int(f[1][:4]) in args.folds]
     strategies = ["ppo"] + [s for v in variants_of(args) for s in (v, f"{v}+ppo")]
+    if args.in_sample:
+        strategies += [f"{s}@train" for s in strategies]
     jobs = [(f, seed) for f in folds for seed in args.seeds]
     with ProcessPoolExecutor(max_workers=max(1, min(args.workers, len(jobs)))) as pool:
         futures = [pool.submit(run_job, args, f, seed) for f, seed in jobs]
@@ -254,33 +279,40 @@ def main(argv: list[str] | None = None) -> int:
             for name, hist in out["pg_history"].items():
                 entry["pg_history"][f"{name}/{seed}"] = hist
         eval_cfg = EvaluationConfig(tbill=cfg0.data.risk_free)
-        for res in run_benchmarks(store, cfg0.env, eval_cfg, context.risk_free, fold[1], fold[2], costs,
-                                  names=["equal_weight", "vol_target"]):
-            entry["strategies"][res.name] = {"-": row(res, context)}
+        spans = {"": (fold[1], fold[2])}
+        if args.in_sample:
+            spans["@train"] = in_sample_span(fold[0])
+        for suffix, (start, end) in spans.items():
+            for res in run_benchmarks(store, cfg0.env, eval_cfg, context.risk_free, start, end, costs,
+                                      names=["equal_weight", "vol_target"]):
+                entry["strategies"][res.name + suffix] = {"-": row(res, context)}
         results["folds"].append(entry)
 
     keys = ("sharpe", "max_drawdown", "active_share", "regime_response", "turnover", "safe_share")
-    head = f"{'fold':>5} {'strategy':<14}" + "".join(f"{k:>16}" for k in keys)
+    head = f"{'fold':>5} {'strategy':<20}" + "".join(f"{k:>16}" for k in keys)
     lines = [head, "-" * len(head)]
     for fold in results["folds"]:
         for name, per_seed in fold["strategies"].items():
             vals = {k: np.array([m[k] for m in per_seed.values()]) for k in keys}
             cells = "".join(f"{v.mean():>10.3f}±{v.std(ddof=1) if v.size > 1 else 0.0:<5.3f}" for v in vals.values())
-            lines.append(f"{fold['validate'][:4]:>5} {name:<14}{cells}")
+            lines.append(f"{fold['validate'][:4]:>5} {name:<20}{cells}")
             fold["strategies"][name]["mean"] = {k: float(v.mean()) for k, v in vals.items()}
     table = "\n".join(lines)
     results.update({
-        "data": f"REAL data: yfinance-style CSVs in {args.data_dir} (not synthetic)",
+        "data": (f"REAL data: yfinance-style CSVs in {args.data_dir} (not synthetic)" if args.source == "csv" else
+                 "SYNTHETIC market (data.synthetic, simulated prices with a hidden calm/stress regime; not real data)"),
         "span": f"{cfg0.data.start}..{FOLDS[-1][2]} (validation folds only; nothing after 2023-12-31)",
         "tickers": list(store.tickers), "categories": list(store.categories),
-        "settings": {"overrides": OVERRIDES, "ppo_steps": args.ppo_steps, "pg_steps": args.pg_steps,
+        "settings": {"source": args.source, "in_sample": args.in_sample, "overrides": OVERRIDES, "ppo_steps": args.ppo_steps, "pg_steps": args.pg_steps,
                      "pg_batch": args.pg_batch, "pg_rollout": args.pg_rollout, "pg_lr": args.pg_lr,
                      "downside": args.downside, "risk_aversion": args.risk_aversion,
                      "turnover_penalty": args.turnover_penalty,
                      "holdout_days": args.holdout_days, "feature_noise": args.feature_noise,
                      "weight_decay": args.weight_decay, "seeds": args.seeds},
         "tried_before": TRIED,
-        "n_configurations": CONFIGURATIONS_SO_FAR + len(strategies) - 1,  # "ppo" is the baseline already counted
+        # "ppo" is the baseline already counted; synthetic runs are a control and count only themselves
+        "n_configurations": (CONFIGURATIONS_SO_FAR + len(strategies) - 1 if args.source == "csv"
+                             else len([n for n in strategies if not n.endswith("@train")])),
         "table": table, "minutes": (time.perf_counter() - t_start) / 60,
     })
     print(table)

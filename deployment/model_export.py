@@ -176,7 +176,8 @@ def tf_module_for(algo: str, agent, layout):
     encoder = spec.policy_encoder(agent.config)
     if encoder == "transformer":
         state = {k: v.detach().cpu().numpy() for k, v in agent.model_state().items()}
-        return tf_policy.transformer_policy(state, layout, agent.config.n_heads)
+        return tf_policy.transformer_policy(state, layout, agent.config.n_heads,
+                                            agent.config.action_head == "exposure")
     module = agent.policy_module()  # LSTMPolicyModule: SAC/DDPG actors, PPO-LSTM and PPO-MLP
     state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     if encoder == "lstm":

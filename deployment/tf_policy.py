@@ -114,10 +114,12 @@ class _VarStore:
             self.vars[key] = var
 
 
-def transformer_policy(state: dict[str, np.ndarray], layout: ObsLayout, n_heads: int):
+def transformer_policy(state: dict[str, np.ndarray], layout: ObsLayout, n_heads: int, exposure: bool = False):
     """TF module of ``agents.transformer_encoder.PolicyModule`` from ``TransformerActorCritic`` weights.
 
     ``state``: the network's state dict as float32 numpy arrays (keys without a ``net.`` prefix).
+    ``exposure``: the network's exposure head (``PPOConfig.action_head == "exposure"``): the cash token's
+    logit s on every asset and 0 for cash.
     """
     tf = _tf()
 
@@ -152,6 +154,9 @@ def transformer_policy(state: dict[str, np.ndarray], layout: ObsLayout, n_heads:
                 tok = _encoder_layer(tok, p, n_heads)
             tok = _layer_norm(tok, v["asset_norm.weight"], v["asset_norm.bias"])
             logits = _linear(tok, v["actor_head.weight"], v["actor_head.bias"])[..., 0]
+            if exposure:
+                s = logits[:, -1:]
+                logits = tf.concat([tf.tile(s, [1, layout.n_assets]), tf.zeros_like(s)], axis=1)
             return {"weights": masked_softmax_tf(logits, mask1)}
 
     return TransformerPolicyTF()
