@@ -8,7 +8,7 @@ the tradable assets only (``mask`` (B, N), 1 = tradable): the softmax's Jacobian
 and is deliberately left out of SAC's entropy (see ``agents.sac_agent``). Masked assets get exactly 0 weight.
 
 Exposure policies (``PPOConfig.action_head = "exposure"``): the mean is the same value s on every tradable
-asset (``exposure_logits``) and the noise is one draw per sample shared by every coordinate, ``z = mu +
+asset (``exposure_logits`` for the Transformer, ``pooled_exposure_logits`` for the per-asset encoders) and the noise is one draw per sample shared by every coordinate, ``z = mu +
 exp(log_std_0) * eps * 1`` with eps (B, 1): a one-dimensional Gaussian along the all-ones direction, which
 moves NAV between the equally weighted tradable assets and cash only (``shared_*`` below).
 
@@ -62,6 +62,16 @@ def exposure_logits(token_logits: torch.Tensor) -> torch.Tensor:
     return torch.cat([s.expand(-1, token_logits.shape[1] - 1), torch.zeros_like(s)], dim=1)
 
 
+def pooled_exposure_logits(token_logits: torch.Tensor, mask1: torch.Tensor) -> torch.Tensor:
+    """Per-asset head outputs (B, N+1) -> exposure logits (B, N+1) for the per-asset encoders (LSTM, MLP):
+    ``s`` = the mean output over the tradable assets (``mask1`` (B, N+1)) minus the cash row's, on every asset,
+    and 0 for cash. Invariant to the order of the assets; no tradable asset gives s = -cash output."""
+    m = (mask1[:, :-1] > 0.5).to(token_logits.dtype)
+    mean = (token_logits[:, :-1] * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp_min(1.0)
+    s = mean - token_logits[:, -1:]
+    return torch.cat([s.expand(-1, token_logits.shape[1] - 1), torch.zeros_like(s)], dim=1)
+
+
 def shared_noise(z: torch.Tensor, mu: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The one draw (B,) ``z_i - mu_i`` of an exposure latent: its mean over the tradable coordinates
     (every tradable coordinate carries the same draw; 0 where no asset is tradable)."""
@@ -86,5 +96,5 @@ def weights_from_latent(z: torch.Tensor, mask1: torch.Tensor) -> torch.Tensor:
     return masked_softmax(torch.cat([z, torch.zeros_like(z[:, :1])], dim=1), mask1)
 
 
-__all__ = ["exposure_logits", "latent_entropy", "latent_log_prob", "mean_latent", "noise_log_prob", "sample_noise",
+__all__ = ["exposure_logits", "pooled_exposure_logits", "latent_entropy", "latent_log_prob", "mean_latent", "noise_log_prob", "sample_noise",
            "shared_entropy", "shared_log_prob", "shared_noise", "weights_from_latent"]

@@ -38,6 +38,7 @@ from agents.common import (
     resolve_device,
     split_obs,
 )
+from agents.distributions import pooled_exposure_logits
 from agents.lstm_extractor import AssetScoreHead, LSTMExtractor
 from agents.replay_buffer import IndexReplayBuffer, ObsReplayBuffer, ReplayBatch, index_source
 
@@ -46,14 +47,17 @@ class LSTMPolicyModule(nn.Module):
     """Deterministic policy obs (B, obs_dim) -> weights (B, N+1): encoder -> actor head -> masked softmax.
 
     ``cash_reference`` True (SAC): logits = [mu_1..mu_N, 0] (the actor's first output, cash row ignored);
-    False (DDPG): logits = the actor's first output for all N+1 rows. Split as the Transformer's
+    False (DDPG): logits = the actor's first output for all N+1 rows. ``exposure`` (PPO-LSTM/MLP with
+    ``action_head="exposure"``): then ``agents.distributions.pooled_exposure_logits`` of them. Split as the Transformer's
     ``PolicyModule``: ``forward(obs) == act(market(features), weights, mask)`` with ``market`` = the encoder's
     latent (B, N+1, H); scriptable, traceable (per method) and ONNX-exportable.
     """
 
-    def __init__(self, layout: ObsLayout, encoder: nn.Module, actor: AssetScoreHead, cash_reference: bool):
+    def __init__(self, layout: ObsLayout, encoder: nn.Module, actor: AssetScoreHead, cash_reference: bool,
+                 exposure: bool = False):
         super().__init__()
         self.layout, self.encoder, self.actor, self.cash_reference = layout, encoder, actor, cash_reference
+        self.exposure = exposure
         self.window, self.n_assets, self.n_features = layout.window, layout.n_assets, layout.n_features
 
     def market(self, features: torch.Tensor) -> torch.Tensor:
@@ -65,7 +69,10 @@ class LSTMPolicyModule(nn.Module):
         out = self.actor(market, weights)[..., 0]
         if self.cash_reference:
             out = torch.cat([out[:, :-1], torch.zeros_like(out[:, :1])], dim=1)
-        return masked_softmax(out, full_mask(mask))
+        mask1 = full_mask(mask)
+        if self.exposure:
+            out = pooled_exposure_logits(out, mask1)
+        return masked_softmax(out, mask1)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """obs (B, obs_dim) -> weights (B, N+1); equals ``act(market(features), weights, mask)``."""

@@ -82,9 +82,10 @@ class PPOConfig:
     ``encoder``: ``"transformer"`` (``d_model``, ``n_heads``, ``day_layers``, ``asset_layers``,
     ``dim_feedforward``, ``dropout``), ``"lstm"`` (hidden ``d_model``, ``lstm_layers``) or ``"mlp"`` (width
     ``d_model``, ``mlp_layers``); see ``agents.ppo_encoders``. Configs without the key are Transformer runs.
-    ``action_head``: ``"assets"`` (a logit per asset: the whole simplex) or ``"exposure"`` (Transformer only:
-    one logit per day, an equal-weight sleeve over the tradable assets against cash, explored with one
-    shared draw of scale ``exp(init_log_std)`` at first; see ``agents.distributions.exposure_logits``).
+    ``action_head``: ``"assets"`` (a logit per asset: the whole simplex) or ``"exposure"`` (one logit per day,
+    an equal-weight sleeve over the tradable assets against cash, explored with one shared draw of scale
+    ``exp(init_log_std)`` at first; the Transformer reads it from the cash token, the LSTM and MLP encoders
+    pool it over the assets: ``agents.distributions.exposure_logits`` / ``pooled_exposure_logits``).
     """
 
     learning_rate: float = 3e-4
@@ -124,8 +125,6 @@ class PPOConfig:
             raise ValueError(f"PPOConfig.encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
         if self.action_head not in ACTION_HEADS:
             raise ValueError(f"PPOConfig.action_head must be one of {', '.join(ACTION_HEADS)}, got {self.action_head!r}")
-        if self.action_head == "exposure" and self.encoder != "transformer":
-            raise ValueError("PPOConfig.action_head 'exposure' needs the transformer encoder")
         positive = ("learning_rate", "n_steps", "batch_size", "n_epochs", "d_model", "n_heads", "window",
                     "lstm_layers", "mlp_layers")
         for name in positive:

@@ -38,10 +38,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from agents import distributions as D
 from agents.common import ObsLayout, full_mask
 from agents.lstm_extractor import LEAKY_SLOPE, AssetScoreHead, LSTMExtractor
 from agents.off_policy import LSTMPolicyModule
-from agents.transformer_encoder import PolicyModule, TransformerActorCritic
+from agents.transformer_encoder import ACTION_HEADS, PolicyModule, TransformerActorCritic
 
 ENCODERS = ("transformer", "lstm", "mlp")
 
@@ -90,10 +91,13 @@ class AssetLatentActorCritic(nn.Module):
     log_prob_entropy = TransformerActorCritic.log_prob_entropy
     sample_latent = TransformerActorCritic.sample_latent
 
-    def __init__(self, layout: ObsLayout, encoder: nn.Module, hidden: int, init_log_std: float = -0.5) -> None:
+    def __init__(self, layout: ObsLayout, encoder: nn.Module, hidden: int, init_log_std: float = -0.5,
+                 action_head: str = "assets") -> None:
         super().__init__()
+        if action_head not in ACTION_HEADS:
+            raise ValueError(f"action_head must be one of {', '.join(ACTION_HEADS)}, got {action_head!r}")
         self.layout = layout
-        self.exposure = False  # per-asset logits only (PPOConfig refuses an exposure head here)
+        self.exposure = action_head == "exposure"
         n = layout.n_assets
         self.encoder = encoder
         self.actor = AssetScoreHead(hidden, 1)
@@ -108,9 +112,17 @@ class AssetLatentActorCritic(nn.Module):
         """obs (B, obs_dim) -> actor logits (B, N+1), state value (B,), mask1 (B, N+1)."""
         features, weights, mask = self.layout.split(obs)
         latent = self.encoder(features)
+        return self._heads(latent, weights, mask)
+
+    def _heads(self, latent: torch.Tensor, weights: torch.Tensor,
+               mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """latent (B, N+1, H), weights (B, N+1), mask (B, N) -> logits (B, N+1), value (B,), mask1 (B, N+1)."""
+        mask1 = full_mask(mask)
         logits = self.actor(latent, weights)[..., 0]
+        if self.exposure:
+            logits = D.pooled_exposure_logits(logits, mask1)
         value = self.critic(torch.cat([latent[:, :-1].flatten(1), weights], dim=-1)).squeeze(-1)
-        return logits, value, full_mask(mask)
+        return logits, value, mask1
 
     def forward_days(self, features: torch.Tensor, days: torch.Tensor, weights: torch.Tensor,
                      mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -118,10 +130,7 @@ class AssetLatentActorCritic(nn.Module):
         distinct day on its window (W days ending there), the heads per sample (see the Transformer's)."""
         ends, inverse = torch.unique(days, return_inverse=True)
         windows = features[ends[:, None] + torch.arange(1 - self.layout.window, 1, device=days.device)]
-        latent = self.encoder(windows)[inverse]
-        logits = self.actor(latent, weights)[..., 0]
-        value = self.critic(torch.cat([latent[:, :-1].flatten(1), weights], dim=-1)).squeeze(-1)
-        return logits, value, full_mask(mask)
+        return self._heads(self.encoder(windows)[inverse], weights, mask)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.forward(obs)[1]
@@ -130,15 +139,17 @@ class AssetLatentActorCritic(nn.Module):
 class LSTMActorCritic(AssetLatentActorCritic):
     """PPO actor-critic on the second paper's ``LSTMExtractor`` (hidden ``hidden``, ``lstm_layers`` layers)."""
 
-    def __init__(self, layout: ObsLayout, hidden: int = 64, lstm_layers: int = 3, init_log_std: float = -0.5) -> None:
-        super().__init__(layout, LSTMExtractor(layout, hidden, lstm_layers), hidden, init_log_std)
+    def __init__(self, layout: ObsLayout, hidden: int = 64, lstm_layers: int = 3, init_log_std: float = -0.5,
+                 action_head: str = "assets") -> None:
+        super().__init__(layout, LSTMExtractor(layout, hidden, lstm_layers), hidden, init_log_std, action_head)
 
 
 class MLPActorCritic(AssetLatentActorCritic):
     """PPO actor-critic on ``MLPExtractor`` (width ``hidden``, ``mlp_layers`` dense layers per asset window)."""
 
-    def __init__(self, layout: ObsLayout, hidden: int = 64, mlp_layers: int = 2, init_log_std: float = -0.5) -> None:
-        super().__init__(layout, MLPExtractor(layout, hidden, mlp_layers), hidden, init_log_std)
+    def __init__(self, layout: ObsLayout, hidden: int = 64, mlp_layers: int = 2, init_log_std: float = -0.5,
+                 action_head: str = "assets") -> None:
+        super().__init__(layout, MLPExtractor(layout, hidden, mlp_layers), hidden, init_log_std, action_head)
 
 
 def build_actor_critic(layout: ObsLayout, config: Any) -> nn.Module:
@@ -148,9 +159,9 @@ def build_actor_critic(layout: ObsLayout, config: Any) -> nn.Module:
         return TransformerActorCritic(layout, c.d_model, c.n_heads, c.day_layers, c.asset_layers,
                                       c.dim_feedforward, c.dropout, c.init_log_std, c.action_head)
     if c.encoder == "lstm":
-        return LSTMActorCritic(layout, c.d_model, c.lstm_layers, c.init_log_std)
+        return LSTMActorCritic(layout, c.d_model, c.lstm_layers, c.init_log_std, c.action_head)
     if c.encoder == "mlp":
-        return MLPActorCritic(layout, c.d_model, c.mlp_layers, c.init_log_std)
+        return MLPActorCritic(layout, c.d_model, c.mlp_layers, c.init_log_std, c.action_head)
     raise ValueError(f"unknown PPO encoder '{c.encoder}'; expected one of {', '.join(ENCODERS)}")
 
 
@@ -161,7 +172,7 @@ def policy_module_of(net: nn.Module) -> nn.Module:
         return PolicyModule(copy.deepcopy(net)).eval().cpu()
     if isinstance(net, AssetLatentActorCritic):
         return LSTMPolicyModule(net.layout, copy.deepcopy(net.encoder), copy.deepcopy(net.actor),
-                                cash_reference=False).eval().cpu()
+                                cash_reference=False, exposure=net.exposure).eval().cpu()
     raise TypeError(f"no policy module for {type(net).__name__}")
 
 

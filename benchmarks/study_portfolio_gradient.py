@@ -118,10 +118,13 @@ def row(result: Any, context: Any) -> dict[str, float]:
 
 
 def source_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Config overrides for ``--source``: the CSV folder for real data, nothing else for the synthetic market."""
+    """Config overrides for ``--source`` (the CSV folder for real data), ``--action-head`` and ``--set``."""
+    from training.config import parse_set_option
+
+    extra = {"agent.ppo.action_head": args.action_head, **dict(parse_set_option(item) for item in args.set)}
     if args.source == "csv":
-        return {"data.source": "csv", "data.data_dir": args.data_dir}
-    return {"data.source": "synthetic"}
+        return {"data.source": "csv", "data.data_dir": args.data_dir, **extra}
+    return {"data.source": "synthetic", **extra}
 
 
 def in_sample_span(train_end: str) -> tuple[str, str]:
@@ -219,6 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", choices=("csv", "synthetic"), default="csv",
                    help="csv = real data (default); synthetic = the simulated market (a positive control)")
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    p.add_argument("--action-head", choices=("assets", "exposure"), default="assets",
+                   help="the policy's action head (agent.ppo.action_head): per-asset logits or one exposure logit")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="config override on top of the study's reduced settings (e.g. agent.ppo.encoder=lstm)")
     p.add_argument("--in-sample", action="store_true",
                    help="also score every strategy on the training span's last 365 days (<name>@train)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -303,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                  "SYNTHETIC market (data.synthetic, simulated prices with a hidden calm/stress regime; not real data)"),
         "span": f"{cfg0.data.start}..{FOLDS[-1][2]} (validation folds only; nothing after 2023-12-31)",
         "tickers": list(store.tickers), "categories": list(store.categories),
-        "settings": {"source": args.source, "in_sample": args.in_sample, "overrides": OVERRIDES, "ppo_steps": args.ppo_steps, "pg_steps": args.pg_steps,
+        "settings": {"source": args.source, "action_head": args.action_head, "set": args.set, "in_sample": args.in_sample, "overrides": OVERRIDES, "ppo_steps": args.ppo_steps, "pg_steps": args.pg_steps,
                      "pg_batch": args.pg_batch, "pg_rollout": args.pg_rollout, "pg_lr": args.pg_lr,
                      "downside": args.downside, "risk_aversion": args.risk_aversion,
                      "turnover_penalty": args.turnover_penalty,

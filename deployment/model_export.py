@@ -180,10 +180,11 @@ def tf_module_for(algo: str, agent, layout):
                                             agent.config.action_head == "exposure")
     module = agent.policy_module()  # LSTMPolicyModule: SAC/DDPG actors, PPO-LSTM and PPO-MLP
     state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    exposure = bool(getattr(module, "exposure", False))
     if encoder == "lstm":
-        return tf_policy.lstm_policy(state, layout, bool(module.cash_reference))
+        return tf_policy.lstm_policy(state, layout, bool(module.cash_reference), exposure)
     if encoder == "mlp":
-        return tf_policy.mlp_policy(state, layout)
+        return tf_policy.mlp_policy(state, layout, exposure)
     raise DataError(f"exporting a policy with encoder '{encoder}' is not supported; expected transformer, lstm or mlp")
 
 

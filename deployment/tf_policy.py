@@ -179,11 +179,12 @@ def _lstm_layer(x, w_ih, w_hh, b_ih, b_hh, steps: int):
     return tf.stack(outs, axis=1)
 
 
-def lstm_policy(state: dict[str, np.ndarray], layout: ObsLayout, cash_reference: bool):
+def lstm_policy(state: dict[str, np.ndarray], layout: ObsLayout, cash_reference: bool, exposure: bool = False):
     """TF module of ``agents.off_policy.LSTMPolicyModule`` (SAC/DDPG deterministic actor).
 
     ``state``: the policy module's state dict (``encoder.fc.*``, ``encoder.lstm.*_l{k}``, ``actor.fc1.*``,
     ``actor.fc2.*``) as float32 numpy arrays. ``cash_reference`` True (SAC): the cash logit is 0.
+    ``exposure``: PPO-LSTM's exposure head (``agents.distributions.pooled_exposure_logits``).
     """
     tf = _tf()
     n_layers = len({k for k in state if k.startswith("encoder.lstm.weight_ih_l")})
@@ -206,12 +207,12 @@ def lstm_policy(state: dict[str, np.ndarray], layout: ObsLayout, cash_reference:
                                 v[f"encoder.lstm.bias_ih_l{k}"], v[f"encoder.lstm.bias_hh_l{k}"], w)
             hid = int(v["encoder.fc.weight"].shape[0])
             latent = tf.reshape(x[:, -1], [-1, n, hid])
-            return {"weights": _asset_score_weights(v, latent, weights, mask1, cash_reference)}
+            return {"weights": _asset_score_weights(v, latent, weights, mask1, cash_reference, exposure)}
 
     return LSTMPolicyTF()
 
 
-def _asset_score_weights(v: dict, latent, weights, mask1, cash_reference: bool):
+def _asset_score_weights(v: dict, latent, weights, mask1, cash_reference: bool, exposure: bool = False):
     """``AssetScoreHead`` (``actor.fc1``/``actor.fc2``) on asset latents [B, N, H] + a zero cash row, then
     the masked softmax of ``LSTMPolicyModule``: weights [B, N+1]."""
     tf = _tf()
@@ -221,10 +222,15 @@ def _asset_score_weights(v: dict, latent, weights, mask1, cash_reference: bool):
     out = _linear(h, v["actor.fc2.weight"], v["actor.fc2.bias"])[..., 0]  # [B,N+1]
     if cash_reference:
         out = tf.concat([out[:, :-1], tf.zeros_like(out[:, :1])], axis=1)
+    if exposure:  # the mean over the tradable assets minus the cash row, on every asset; cash 0
+        m = tf.cast(mask1[:, :-1] > 0.5, out.dtype)
+        mean = tf.reduce_sum(out[:, :-1] * m, axis=1, keepdims=True) / tf.maximum(tf.reduce_sum(m, 1, keepdims=True), 1.0)
+        s = mean - out[:, -1:]
+        out = tf.concat([tf.tile(s, [1, tf.shape(m)[1]]), tf.zeros_like(s)], axis=1)
     return masked_softmax_tf(out, mask1)
 
 
-def mlp_policy(state: dict[str, np.ndarray], layout: ObsLayout):
+def mlp_policy(state: dict[str, np.ndarray], layout: ObsLayout, exposure: bool = False):
     """TF module of PPO-MLP's deterministic policy (``LSTMPolicyModule`` around ``agents.ppo_encoders.MLPExtractor``).
 
     ``state``: the policy module's state dict (``encoder.net.{2k}.weight/bias`` for the k-th dense layer,
@@ -249,7 +255,7 @@ def mlp_policy(state: dict[str, np.ndarray], layout: ObsLayout):
             for k in layers:
                 x = tf.nn.leaky_relu(_linear(x, v[f"encoder.net.{k}.weight"], v[f"encoder.net.{k}.bias"]),
                                      alpha=0.01)
-            return {"weights": _asset_score_weights(v, x, weights, mask1, False)}
+            return {"weights": _asset_score_weights(v, x, weights, mask1, False, exposure)}
 
     return MLPPolicyTF()
 

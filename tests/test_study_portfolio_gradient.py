@@ -47,10 +47,13 @@ def test_bad_input_exits_2_before_any_training(argv, capsys):
 
 def test_source_and_in_sample_span():
     study = _study()
-    real = argparse.Namespace(source="csv", data_dir="/data")
-    assert study.source_overrides(real) == {"data.source": "csv", "data.data_dir": "/data"}
-    assert study.source_overrides(argparse.Namespace(source="synthetic", data_dir="/data")) == {
-        "data.source": "synthetic"}
+    real = argparse.Namespace(source="csv", data_dir="/data", action_head="assets", set=[])
+    assert study.source_overrides(real) == {"data.source": "csv", "data.data_dir": "/data",
+                                            "agent.ppo.action_head": "assets"}
+    synthetic = argparse.Namespace(source="synthetic", data_dir="/data", action_head="exposure",
+                                   set=["agent.ppo.encoder=lstm", "agent.ppo.d_model=16"])
+    assert study.source_overrides(synthetic) == {"data.source": "synthetic", "agent.ppo.action_head": "exposure",
+                                                 "agent.ppo.encoder": "lstm", "agent.ppo.d_model": 16}
     # the training span's last 365 days, both ends included (2020 is a leap year)
     assert study.in_sample_span("2021-12-31") == ("2021-01-01", "2021-12-31")
     assert study.in_sample_span("2020-12-31") == ("2020-01-02", "2020-12-31")
