@@ -85,7 +85,11 @@ STUDY_OVERRIDES: dict[str, Any] = {
 RESIDUAL_RUNS: tuple[str, ...] = ("vol_target prior 20%, floor 2%, dsr, 16,384 steps",
                                   "the same, 65,536 steps", "the same, 16,384 steps, init_log_std -2",
                                   "the same as the first, reward log_return", "the same as the first, reward risk_adjusted")
-PRIOR_TRIALS = 2 + 3 + PG_CONFIGURATIONS + len(RESIDUAL_RUNS)
+#: Exposure-head runs (``agent.ppo.action_head: exposure``) evaluated on these folds, each one configuration
+#: (docs/results/study_walk_forward_exposure_mlp_w1.*: declared before it ran, after the synthetic control).
+EXPOSURE_RUNS: tuple[str, ...] = ("exposure head, per-asset MLP (d_model 16) on the day's features (window 1), "
+                                  "warm start risk aversion 3 + PPO 16,384 steps, log_return",)
+PRIOR_TRIALS = 2 + 3 + PG_CONFIGURATIONS + len(RESIDUAL_RUNS) + len(EXPOSURE_RUNS)
 #: What the agent's seed-mean fund is compared with (bootstrap intervals): the rebalanced and buy-and-hold equal
 #: weight, the 20% vol-target rule and the vol-target rule at the fund's own average risky exposure.
 COMPARED: tuple[tuple[str, str], ...] = (("equal_weight_bh", "equal-weight B&H"), ("equal_weight", "equal weight rebal."),
