@@ -8,6 +8,10 @@ ascent on
     J = mean over sampled (day t, current weights w) of  log(1 + w'.r_{t+1} - cost(w' - w))
         - risk_aversion * var(log growth) - downside * mean(min(log growth, 0)^2)
 
+or, with ``sharpe``, the batch's Sharpe ratio of the same log growths in excess of the cash leg's,
+``mean(g - g_cash) / std(g)``: scale-free, so it does not reward a higher or lower average exposure, only
+holding more on the days that pay more per unit of risk (timing).
+
 where ``w' = policy(obs(t, w))`` after the environment's own closed-asset and cap rules, and the cost is
 the fee + slippage rate per asset times the traded fraction of NAV (the env's square-root slippage is
 replaced by its flat rate, the rate for a trade of 1% of ADV). Current weights are sampled around equal
@@ -48,6 +52,8 @@ class PortfolioGradientConfig:
     - ``learning_rate`` (Adam), ``max_grad_norm`` (global-norm clipping).
     - ``risk_aversion``: weight of the variance of the scored daily log growths; ``downside``: weight of
       their mean squared negative part (both 0 = pure log growth, Kelly).
+    - ``sharpe``: maximise the batch's Sharpe ratio of daily log growth in excess of the cash leg instead
+      (:func:`objective`); ``risk_aversion`` and ``downside`` must then be 0.
     - ``turnover_penalty``: extra cost per unit of turnover (fraction of NAV) charged in training only, on
       top of the real cost rates (a cost curriculum against churning on daily noise).
     - ``holdout_days``: the last ``holdout_days`` days of the span are not trained on; every
@@ -66,6 +72,7 @@ class PortfolioGradientConfig:
     max_grad_norm: float = 1.0
     risk_aversion: float = 0.0
     downside: float = 0.0
+    sharpe: bool = False
     turnover_penalty: float = 0.0
     holdout_days: int = 0
     eval_every: int = 25
@@ -83,6 +90,8 @@ class PortfolioGradientConfig:
                self.weight_decay) < 0:
             raise ValueError("PortfolioGradientConfig.risk_aversion, downside, turnover_penalty and "
                              "holdout_days must be non-negative")
+        if self.sharpe and (self.risk_aversion or self.downside):
+            raise ValueError("PortfolioGradientConfig.sharpe is scale-free: risk_aversion and downside must be 0 with it")
         if self.eval_every < 1:
             raise ValueError(f"PortfolioGradientConfig.eval_every must be at least 1, got {self.eval_every}")
 
@@ -184,8 +193,17 @@ def start_weights(tape: MarketTape, days: np.ndarray, rng: np.random.Generator) 
     return w / w.sum(axis=1, keepdims=True)
 
 
-def objective(log_growth: torch.Tensor, risk_aversion: float = 0.0, downside: float = 0.0) -> torch.Tensor:
-    """``mean(g) - risk_aversion * var(g) - downside * mean(min(g, 0)^2)`` of daily log growths ``g`` (K,)."""
+#: Added to the batch's standard deviation in the Sharpe objective (a batch of all-cash days has none).
+SHARPE_EPS = 1e-8
+
+
+def objective(log_growth: torch.Tensor, risk_aversion: float = 0.0, downside: float = 0.0,
+              sharpe: bool = False, cash_log_growth: float = 0.0) -> torch.Tensor:
+    """``mean(g) - risk_aversion * var(g) - downside * mean(min(g, 0)^2)`` of daily log growths ``g`` (K,);
+    with ``sharpe``, ``mean(g - cash_log_growth) / (std(g) + SHARPE_EPS)`` (population std; daily, not
+    annualised). Differentiable in ``g``."""
+    if sharpe:
+        return (log_growth - cash_log_growth).mean() / (log_growth.std(unbiased=False) + SHARPE_EPS)
     j = log_growth.mean()
     if risk_aversion:
         j = j - risk_aversion * log_growth.var(unbiased=False)
@@ -245,6 +263,7 @@ def train_policy(policy: nn.Module, tape: MarketTape, layout: ObsLayout,
     history: dict[str, list[float]] = {"objective": [], "log_growth": [], "cash": [], "holdout": [], "holdout_step": []}
     hold_days = np.arange(split + c.rollout - 1, hi) if c.holdout_days else np.zeros(0, np.int64)
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    cash_g = float(np.log1p(tape.cash_rate / DAYS_PER_YEAR))  # the cash leg's daily log growth (Sharpe's hurdle)
 
     def score_holdout(step: int) -> None:
         nonlocal best
@@ -254,7 +273,7 @@ def train_policy(policy: nn.Module, tape: MarketTape, layout: ObsLayout,
             held = held_assets(tape, hold_days)
             w0[:, :-1] = held / np.maximum(held.sum(axis=1, keepdims=True), 1)
             g, _ = rollout_growth(policy, tape, builder, hold_days, w0, c.rollout)
-            j = float(objective(g, c.risk_aversion, c.downside))
+            j = float(objective(g, c.risk_aversion, c.downside, c.sharpe, cash_g))
         history["holdout"].append(j)
         history["holdout_step"].append(step)
         if best is None or j > best[0]:
@@ -268,7 +287,7 @@ def train_policy(policy: nn.Module, tape: MarketTape, layout: ObsLayout,
         days = rng.integers(lo, split, size=c.batch_days)
         g, targets = rollout_growth(policy, tape, builder, days, start_weights(tape, days, rng), c.rollout,
                                     c.turnover_penalty, c.feature_noise, rng)
-        j = objective(g, c.risk_aversion, c.downside)
+        j = objective(g, c.risk_aversion, c.downside, c.sharpe, cash_g)
         opt.zero_grad()
         (-j).backward()
         nn.utils.clip_grad_norm_(params, c.max_grad_norm)

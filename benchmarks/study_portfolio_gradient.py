@@ -186,12 +186,12 @@ def run_job(args: argparse.Namespace, fold: tuple[str, str, str], seed: int) -> 
     env = BatchedHedgeFundEnv(store, cfg.env, cfg.training.n_envs, end=train_end, costs_bps=costs)
     layout = ObsLayout.from_dict(env.obs_layout)
     ppo(make_agent(cfg, layout), "ppo")
-    for v, (downside, risk_aversion) in variants_of(args).items():
+    for v, (downside, risk_aversion, sharpe) in variants_of(args).items():
         pg_cfg = PortfolioGradientConfig(steps=args.pg_steps, batch_days=args.pg_batch, rollout=args.pg_rollout,
                                          learning_rate=args.pg_lr, seed=seed, turnover_penalty=args.turnover_penalty,
                                          holdout_days=args.holdout_days, feature_noise=args.feature_noise,
                                          weight_decay=args.weight_decay, downside=downside,
-                                         risk_aversion=risk_aversion)
+                                         risk_aversion=risk_aversion, sharpe=sharpe)
         agent = make_agent(cfg, layout)
         t0 = time.perf_counter()
         hist = warm_start(agent, env.core, pg_cfg)
@@ -204,14 +204,17 @@ def run_job(args: argparse.Namespace, fold: tuple[str, str, str], seed: int) -> 
     return out
 
 
-def variants_of(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
-    """Warm-start variants ``{name: (downside, risk_aversion)}``: ``pg`` (pure log growth) unless
-    ``--skip-plain``, ``pg_risk`` when ``--downside`` > 0, ``pg_var<lambda>`` for each ``--risk-aversion``."""
-    out: dict[str, tuple[float, float]] = {} if args.skip_plain else {"pg": (0.0, 0.0)}
+def variants_of(args: argparse.Namespace) -> dict[str, tuple[float, float, bool]]:
+    """Warm-start variants ``{name: (downside, risk_aversion, sharpe)}``: ``pg`` (pure log growth) unless
+    ``--skip-plain``, ``pg_risk`` when ``--downside`` > 0, ``pg_var<lambda>`` for each ``--risk-aversion``,
+    ``pg_sharpe`` (the scale-free Sharpe objective) with ``--sharpe``."""
+    out: dict[str, tuple[float, float, bool]] = {} if args.skip_plain else {"pg": (0.0, 0.0, False)}
     if args.downside > 0:
-        out["pg_risk"] = (args.downside, 0.0)
+        out["pg_risk"] = (args.downside, 0.0, False)
     for lam in args.risk_aversion:
-        out[f"pg_var{lam:g}"] = (0.0, lam)
+        out[f"pg_var{lam:g}"] = (0.0, lam, False)
+    if args.sharpe:
+        out["pg_sharpe"] = (0.0, 0.0, True)
     return out
 
 
@@ -237,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--downside", type=float, default=0.0, help="> 0 adds the pg_risk strategies")
     p.add_argument("--risk-aversion", type=float, nargs="*", default=[],
                    help="each value > 0 adds pg_var<value> strategies (variance of the daily log growth penalised)")
+    p.add_argument("--sharpe", action="store_true", help="adds the pg_sharpe strategies (batch Sharpe objective)")
     p.add_argument("--skip-plain", action="store_true", help="leave out the pure log-growth pg strategies")
     p.add_argument("--turnover-penalty", type=float, default=0.0, help="extra training cost per unit turnover")
     p.add_argument("--holdout-days", type=int, default=0, help="early stopping on the training span's last days")
@@ -312,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         "tickers": list(store.tickers), "categories": list(store.categories),
         "settings": {"source": args.source, "action_head": args.action_head, "set": args.set, "in_sample": args.in_sample, "overrides": OVERRIDES, "ppo_steps": args.ppo_steps, "pg_steps": args.pg_steps,
                      "pg_batch": args.pg_batch, "pg_rollout": args.pg_rollout, "pg_lr": args.pg_lr,
-                     "downside": args.downside, "risk_aversion": args.risk_aversion,
+                     "downside": args.downside, "risk_aversion": args.risk_aversion, "sharpe": args.sharpe,
                      "turnover_penalty": args.turnover_penalty,
                      "holdout_days": args.holdout_days, "feature_noise": args.feature_noise,
                      "weight_decay": args.weight_decay, "seeds": args.seeds},

@@ -25,11 +25,11 @@ def _study():
 
 def test_variants_name_the_objective_they_train_with():
     study = _study()
-    ns = argparse.Namespace(skip_plain=False, downside=5.0, risk_aversion=[1.0, 2.5])
-    assert study.variants_of(ns) == {"pg": (0.0, 0.0), "pg_risk": (5.0, 0.0), "pg_var1": (0.0, 1.0),
-                                     "pg_var2.5": (0.0, 2.5)}
-    ns = argparse.Namespace(skip_plain=True, downside=0.0, risk_aversion=[3.0])
-    assert study.variants_of(ns) == {"pg_var3": (0.0, 3.0)}
+    ns = argparse.Namespace(skip_plain=False, downside=5.0, risk_aversion=[1.0, 2.5], sharpe=False)
+    assert study.variants_of(ns) == {"pg": (0.0, 0.0, False), "pg_risk": (5.0, 0.0, False),
+                                     "pg_var1": (0.0, 1.0, False), "pg_var2.5": (0.0, 2.5, False)}
+    ns = argparse.Namespace(skip_plain=True, downside=0.0, risk_aversion=[3.0], sharpe=True)
+    assert study.variants_of(ns) == {"pg_var3": (0.0, 3.0, False), "pg_sharpe": (0.0, 0.0, True)}
     # every configuration evaluated on the folds is listed, the committed final run and the variance runs too
     assert {"final/pg", "final/pg_risk+ppo", "var/pg_var1", "var/pg_var3+ppo"} <= set(study.TRIED)
     assert [f[1][:4] for f in study.FOLDS] == ["2021", "2022", "2023"]

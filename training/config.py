@@ -52,8 +52,8 @@ class TrainingConfig:
     - ``torch_threads``: intra-op threads for torch (1 keeps runs bit-reproducible and CI-friendly).
     - ``warm_start``: optional ``agents.portfolio_gradient.PortfolioGradientConfig`` mapping (PPO only):
       before PPO's first update, its actor is trained by gradient ascent on the exact daily log growth net
-      of costs of its weights on the training span (``steps``, ``learning_rate``, ``downside``,
-      ``turnover_penalty``, ``holdout_days``...; its ``seed`` is replaced by ``training.seed``). Absent = off.
+      of costs of its weights on the training span (``steps``, ``learning_rate``, ``risk_aversion``,
+      ``downside``, ``sharpe``, ``turnover_penalty``, ``holdout_days``...; its ``seed`` is replaced by ``training.seed``). Absent = off.
     """
 
     algo: str = "ppo"
