@@ -86,11 +86,14 @@ RESIDUAL_RUNS: tuple[str, ...] = ("vol_target prior 20%, floor 2%, dsr, 16,384 s
                                   "the same, 65,536 steps", "the same, 16,384 steps, init_log_std -2",
                                   "the same as the first, reward log_return", "the same as the first, reward risk_adjusted")
 #: Exposure-head runs (``agent.ppo.action_head: exposure``) evaluated on these folds, each one configuration
-#: (docs/results/study_walk_forward_exposure_{mlp_w1,prior}.*: each declared before it ran, after its synthetic control).
+#: (docs/results/study_walk_forward_exposure_{mlp_w1,prior,transformer}.*: each declared before it ran, after its
+#: synthetic control).
 EXPOSURE_RUNS: tuple[str, ...] = ("exposure head, per-asset MLP (d_model 16) on the day's features (window 1), "
                                   "warm start risk aversion 3 + PPO 16,384 steps, log_return",
                                   "the same as a residual on the vol-target prior 20%, no holdout, warm start risk "
-                                  "aversion 1 + PPO 16,384 steps, log_return")
+                                  "aversion 1 + PPO 16,384 steps, log_return",
+                                  "the same with the Transformer encoder (window 1, d_model 16: attention across the "
+                                  "day's asset and cash tokens)")
 PRIOR_TRIALS = 2 + 3 + PG_CONFIGURATIONS + len(RESIDUAL_RUNS) + len(EXPOSURE_RUNS)
 #: What the agent's seed-mean fund is compared with (bootstrap intervals): the rebalanced and buy-and-hold equal
 #: weight, the 20% vol-target rule and the vol-target rule at the fund's own average risky exposure.

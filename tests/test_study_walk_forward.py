@@ -68,8 +68,8 @@ def test_best_reward_follows_the_declared_rule_and_intervals_match_the_significa
     means = {r: np.mean([m["sharpe"] for f in rows for m in f["ppo"][r].values()]) for r in ("log_return", "dsr")}
     assert report["best_reward"] == max(means, key=means.get)
     assert rep["n_trials"] == 2  # on the synthetic market only this call's rewards: the ledger is the real folds'
-    assert _study().PRIOR_TRIALS == 33
-    assert _study()._args(["--source", "csv"]).prior_trials == 33 and _study()._args(["--prior-trials", "4"]).prior_trials == 4
+    assert _study().PRIOR_TRIALS == 34
+    assert _study()._args(["--source", "csv"]).prior_trials == 34 and _study()._args(["--prior-trials", "4"]).prior_trials == 4
     for reward in ("log_return", "dsr"):
         for name in ("equal_weight_bh", "equal_weight", "vol_target"):
             per_fold = [rep["ci"][reward][str(f["year"])][name] for f in rows]
