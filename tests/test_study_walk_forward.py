@@ -161,3 +161,21 @@ def test_a_residual_policy_is_compared_with_its_prior_alone(tmp_path):
     assert iv["low"] <= iv["estimate"] <= iv["high"]
     assert "its prior alone (zero tilt)" in (tmp_path / "res" / "wf.md").read_text()
     assert report["env"]["dsr"]["action_prior"] == "vol_target"
+
+
+def test_regime_probe_replays_the_study_agents_to_the_bit(study):
+    """probe_synthetic_regime.py --runs steps the study's trained agents through the same fold: the same Sharpe
+    per seed as the study's evaluation layer, plus a stress response on the hidden regime within [-1, 1]."""
+    spec = importlib.util.spec_from_file_location("probe_synthetic_regime",
+                                                  ROOT / "benchmarks" / "probe_synthetic_regime.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    report = _strict((study / "res" / "wf.json").read_text())
+    fold = next(f for f in report["folds"] if f["year"] == 2022)
+    _, store, stress = probe.fold_market(str(ROOT / "configs" / "paper.yaml"), 2022, seed=0)
+    agents = probe.agent_funds(store, stress, study / "runs", 2022)
+    assert sorted(agents) == [f"runs/{r} seed {s}" for r in ("dsr", "log_return") for s in (0, 1)]
+    for key, m in agents.items():
+        reward, seed = key.removeprefix("runs/").split(" seed ")
+        assert m["sharpe"] == fold["ppo"][reward][seed]["sharpe"]
+        assert -1.0 <= m["stress_response"] <= 1.0
