@@ -5,7 +5,8 @@ positive control of ``study_walk_forward.py`` asks an agent to move to cash in s
 the information to do so is in what the agent sees. Per expanding fold (train on the days to Y-1, validate Y;
 features normalised on the training span, as the agents see them): a logistic regression of "day t is a stress
 day" on day t's features of every asset (``features[t]`` flattened, N*F inputs; L2 penalty ``C`` in ``--c``,
-all reported), and, as the one-number rule, the trailing 20-day volatility of the equal-weight risky return
+all reported), the same on the mean of the features over assets (F inputs, smallest ``C``: what a pooled
+per-asset encoder without asset identity can compute), and, as the one-number rule, the trailing 20-day volatility of the equal-weight risky return
 (``training.metrics``' regime signal) as a score. Reported: ROC AUC on the training and the validation days, and
 the stress share of each span.
 
@@ -88,6 +89,13 @@ def probe_fold(config: str, year: int, cs: list[float], seed: int = 0, funds: bo
         model = models[c] = LogisticRegression(C=c, max_iter=3000).fit(x[train], stress[train])
         out[f"logistic_C{c:g}"] = {"train_auc": float(roc_auc_score(stress[train], model.decision_function(x[train]))),
                                    "validate_auc": float(roc_auc_score(stress[val], model.decision_function(x[val])))}
+    # the same probe on the cross-sectional mean of the features (F inputs): what a pooled per-asset encoder with
+    # shared weights and no asset identity (the exposure head's MLP) can compute
+    pooled = np.nan_to_num(store.features).mean(axis=1)
+    c = min(cs)
+    model = LogisticRegression(C=c, max_iter=3000).fit(pooled[train], stress[train])
+    out[f"pooled_logistic_C{c:g}"] = {"train_auc": float(roc_auc_score(stress[train], model.decision_function(pooled[train]))),
+                                      "validate_auc": float(roc_auc_score(stress[val], model.decision_function(pooled[val])))}
     vol = M.trailing_volatility(M.equal_weight_risky_return(store.returns, store.listed, store.categories))
     out["trailing_vol_20d"] = {"train_auc": float(roc_auc_score(stress[train], vol[train])),
                                "validate_auc": float(roc_auc_score(stress[val], vol[val]))}
@@ -199,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     folds = {str(y): probe_fold(args.config, y, args.c, args.seed, args.funds, runs) for y in args.years}
-    probes = [k for k in next(iter(folds.values())) if k.startswith(("logistic", "trailing"))]
+    probes = [k for k in next(iter(folds.values())) if k.startswith(("logistic", "pooled", "trailing"))]
     lines = [f"{'fold':>5} {'stress train/val':>17} " + " ".join(f"{k:>24}" for k in probes),
              f"{'':>5} {'':>17} " + " ".join(f"{'AUC train / validate':>24}" for _ in probes)]
     for y, f in folds.items():

@@ -29,6 +29,8 @@ def test_the_stress_regime_is_in_the_features_out_of_sample():
     # trailing 20-day volatility the vol-target rule keys on
     assert fold["logistic_C0.1"]["validate_auc"] > 0.9
     assert 0.5 < fold["trailing_vol_20d"]["validate_auc"] < fold["logistic_C0.1"]["validate_auc"]
+    # and it is in the mean of the features over assets, which an encoder without asset identity can compute
+    assert fold["trailing_vol_20d"]["validate_auc"] < fold["pooled_logistic_C0.1"]["validate_auc"] > 0.9
 
 
 @pytest.mark.parametrize("argv", [["--c", "0"], ["--years", "2024"], ["--seed", "-1"], ["--funds", "--runs", "no/such/dir"],
