@@ -19,7 +19,9 @@ day (``nowcast oracle``: the best any agent that sees day t can do, since day t'
 state), (b) the next day's state (``clairvoyant``: it knows the regime of the return it is exposed to), (c) the
 logistic probe with the smallest ``--c``, stress when its probability exceeds 0.5 (visible features only, but
 trained on the hidden labels an agent does not get) and (d) the trailing 20-day volatility above its training
-span's 80th percentile (a rule any agent could copy).
+span's 80th percentile (a rule any agent could copy) and (e) a forecast from returns alone, the labels a real
+market has: the same logistic regression on "the equal-weight risky sleeve loses over the next 5 days"
+(``forecast_call``), on the day's features and on their mean over assets.
 
     python benchmarks/probe_synthetic_regime.py [--years 2021 2022 2023] [--c 0.01 0.1] [--seed 0] [--funds]
         [--runs runs/study_walk_forward ...]
@@ -48,6 +50,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Horizon of the returns-only forecast fund: a week, the benchmarks' rebalancing period.
+FORECAST_DAYS = 5
 
 
 def fold_market(config: str, year: int, seed: int = 0) -> tuple[Any, Any, np.ndarray]:
@@ -102,11 +106,30 @@ def probe_fold(config: str, year: int, cs: list[float], seed: int = 0, funds: bo
     if funds:
         calls = {"nowcast oracle": stress, "clairvoyant": np.append(stress[1:], stress[-1]),
                  f"logistic probe C{min(cs):g}": models[min(cs)].predict_proba(x)[:, 1] > 0.5,
-                 "trailing vol > train p80": vol > np.nanpercentile(vol[train], 80)}
+                 "trailing vol > train p80": vol > np.nanpercentile(vol[train], 80),
+                 f"5-day forecast C{min(cs):g}": forecast_call(store, x, train, min(cs)),
+                 "5-day forecast, asset-mean": forecast_call(store, pooled, train, min(cs))}
         out["funds"] = regime_funds(cfg, store, f"{year}-01-01", f"{year}-12-31", calls, stress)
     if runs:
         out["agents"] = {k: m for r in runs for k, m in agent_funds(store, stress, r, year).items()}
     return out
+
+
+def forecast_call(store: Any, x: np.ndarray, train: np.ndarray, c: float, horizon: int = FORECAST_DAYS) -> np.ndarray:
+    """Hedge calls (T,) bool from returns alone, the labels a real market has: a logistic regression (L2 ``c``) of
+    "the equal-weight risky sleeve loses over the next ``horizon`` days" on the day's features ``x`` (T, N*F),
+    fitted on the training days whose whole horizon ends inside the training span (no look-ahead); hedge when
+    its probability exceeds 0.5."""
+    from sklearn.linear_model import LogisticRegression
+
+    from training import metrics as M
+
+    r = np.log1p(M.equal_weight_risky_return(store.returns, store.listed, store.categories))  # r[t]: after close t
+    ahead = np.convolve(r, np.ones(horizon), mode="full")[horizon - 1:]  # ahead[t] = r[t] + ... + r[t+horizon-1]
+    fit = train.copy()
+    fit[max(int(np.flatnonzero(train)[-1]) - horizon + 1, 0):] = False  # r[t+horizon-1] must be a training return
+    model = LogisticRegression(C=c, max_iter=3000).fit(x[fit], ahead[fit] < 0)
+    return model.predict_proba(x)[:, 1] > 0.5
 
 
 def regime_funds(cfg: Any, store: Any, start: str, end: str, calls: dict[str, np.ndarray],
