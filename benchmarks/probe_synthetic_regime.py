@@ -60,15 +60,21 @@ def fold_market(config: str, year: int, seed: int = 0) -> tuple[Any, Any, np.nda
     ``study_walk_forward.py`` draws it), features normalised on the days to ``year - 1``."""
     from data.data_loader import load_market
     from data.feature_engineering import build_feature_store
-    from data.synthetic import regime_path
     from training.config import load_experiment
 
     train_end = f"{year - 1}-12-31"
     cfg = load_experiment(config, {"data.source": "synthetic", "data.seed": seed, "data.train_end": train_end})
     market = load_market(cfg.data, source="synthetic", verbose=False)
     store = build_feature_store(market, train_end, clip=cfg.data.clip)
+    return cfg, store, stress_days(market, store, cfg.data.seed)
+
+
+def stress_days(market: Any, store: Any, seed: int) -> np.ndarray:
+    """The hidden stress flag (T,) bool of each ``store`` day of the synthetic ``market`` drawn with ``seed``."""
+    from data.synthetic import regime_path
+
     mdates = np.asarray(market.dates, dtype="datetime64[D]")
-    return cfg, store, regime_path(len(mdates), cfg.data.seed)[np.searchsorted(mdates, store.dates)]
+    return regime_path(len(mdates), seed)[np.searchsorted(mdates, store.dates)]
 
 
 def probe_fold(config: str, year: int, cs: list[float], seed: int = 0, funds: bool = False,

@@ -12,7 +12,9 @@ cross-checked against it.
 Columns: net Sharpe of the excess daily return over the T-bill leg (BIL), annualised over 365 days; max
 drawdown (a return: negative = loss); mean daily turnover (sum of |risky weight change|, fraction of NAV); total return.
 The PPO row is the mean ± sd over seeds; "best seed" is the seed selected on that same validation year
-(optimistic by construction: selection and measurement on one span).
+(optimistic by construction: selection and measurement on one span). On the synthetic market (``--source
+synthetic``) every strategy also gets a stress response: the regime response on the market's hidden stress state
+(``probe_synthetic_regime.with_stress_response``), the measure of hedging the planted regime that a control needs.
 
     python benchmarks/study_walk_forward.py [--timesteps 8192] [--seeds 0 1 2 3 4] [--workers 2]
         [--rewards log_return risk_adjusted dsr] [--full-size] [--set SECTION.KEY=VALUE] [--prior-trials 19]
@@ -49,6 +51,7 @@ from typing import Any
 
 import numpy as np
 from bench_common import DEFAULT_DATA_DIR
+from probe_synthetic_regime import stress_days, with_stress_response
 from study_portfolio_gradient import CONFIGURATIONS_SO_FAR as PG_CONFIGURATIONS
 
 from evaluation.benchmarks import BENCHMARKS as EVAL_BENCHMARKS
@@ -254,6 +257,14 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
     for fold in expanding_folds(cfg0.data.start, cfg0.data.end, args.years):
         store = build_feature_store(market, fold.train_end, clip=cfg0.data.clip)
         context = MarketContext.from_store(store, cfg0.data)
+        if args.source == "synthetic":  # every strategy also scored on the market's hidden regime
+            stress = stress_days(market, store, cfg0.data.seed)
+
+            def measure(res: Any, context: Any = context, stress: np.ndarray = stress) -> dict[str, float]:
+                return with_stress_response(res, context, stress)
+        else:
+            def measure(res: Any, context: Any = context) -> dict[str, float]:
+                return strategy_metrics(res, context)
         costs = costs_of(cfg0)
         entry: dict[str, Any] = {"year": fold.year, "train": f"{fold.train_start}..{fold.train_end}",
                                  "validate": f"{fold.val_start}..{fold.val_end}",
@@ -266,7 +277,7 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
                 agent = load_agent(run)
                 res = run_episode(CryptoHedgeFundEnv.from_store(store, cfg.env, fold.val_start, fold.val_end, costs),
                                   torch_policy(agent.policy_module()), "ppo", "PPO-Transformer")
-                m = strategy_metrics(res, context)
+                m = measure(res)
                 own = json.loads((run / "validation.json").read_text())
                 entry["train_seconds"] += own.get("train_seconds", 0.0)  # the run's own training time
                 gap = max(gap, abs(own["sharpe"] - m["sharpe"]))
@@ -281,11 +292,11 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
         if cfg0.env.action_prior != "none":  # the residual policy's starting point: every score 1, i.e. p_t
             res = run_episode(CryptoHedgeFundEnv.from_store(store, cfg0.env, fold.val_start, fold.val_end, costs),
                               lambda t, obs, w: np.ones_like(w), *PRIOR_ALONE)
-            entry[PRIOR_ALONE[0]] = strategy_metrics(res, context)
+            entry[PRIOR_ALONE[0]] = measure(res)
             benches[PRIOR_ALONE[0]] = {"returns": res.returns, "weights": res.weights}
         for res in run_benchmarks(store, cfg0.env, eval_cfg, context.risk_free, fold.val_start, fold.val_end, costs,
                                   names=[name for name, _ in BENCHMARKS]):
-            entry[res.name] = strategy_metrics(res, context)
+            entry[res.name] = measure(res)
             benches[res.name] = {"returns": res.returns, "weights": res.weights}
         # the vol-target rule at each reward's own average risky exposure (the issue's like-for-like comparison)
         entry["vol_target_matched"] = {}
@@ -296,7 +307,7 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
             entry["vol_target_matched"][reward] = {
                 "vol_target": target, "fund_exposure": exposure,
                 "rule_exposure": risky_exposure(match.weights, context.categories),
-                "metrics": strategy_metrics(match, context)}
+                "metrics": measure(match)}
             benches[f"vol_target_matched_{reward}"] = {"returns": match.returns, "weights": match.weights}
         idx = context.day_index(res.dates)
         series[fold.year] = {"dates": res.dates, "rf": context.risk_free[idx], "volatility": context.volatility[idx],
@@ -398,6 +409,8 @@ def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], series: dict
     goals["mean_sharpe_minus_ew_rebalanced"] = report["mean_ci"][best]["equal_weight"]
     goals["sharpe_minus_vol_target_at_same_exposure"] = {
         str(e["year"]): report["ci"][best][str(e["year"])]["vol_target_matched"] for e in rows}
+    if "stress_response" in ppo[rows[0]["year"]][0]:  # synthetic: the hidden regime is known
+        goals["stress_response_synthetic"] = {str(y): agg([m["stress_response"] for m in v])[0] for y, v in ppo.items()}
     report["goals"] = goals
     return report
 
@@ -494,6 +507,7 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, re
         out.append(f"- PPO {reward}: " + "; ".join(
             f"{label} {mc[n]['estimate']:+.2f} [{mc[n]['low']:+.2f}, {mc[n]['high']:+.2f}]"
             for n, label in rules_of(rows, core=True) if n in mc))
+    out += stress_lines(args, rows)
     cells = every_benchmark_cells(rows, best, report)
     out += ["", f"Every benchmark of the backtester through the same env and costs, on the same days (PPO {best}: "
             "its seed-mean fund; last column: PPO minus the rule, mean Sharpe difference over the folds with a 95% "
@@ -501,6 +515,23 @@ def markdown(args: argparse.Namespace, rows: list[dict[str, Any]], best: str, re
             "| " + " | ".join(cells[0]) + " |", "|---|" + "---:|" * (len(cells[0]) - 1)]
     out += ["| " + " | ".join(c) + " |" for c in cells[1:]]
     return "\n".join(out) + "\n"
+
+
+def stress_lines(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown of the stress response per fold (synthetic market only, else nothing): each reward's seed mean and
+    the core rules, from the ``stress_response`` that ``evaluate`` adds to every row's metrics."""
+    if "stress_response" not in next(iter(rows[0]["ppo"][args.rewards[0]].values())):
+        return []
+    rules = rules_of(rows, core=True)
+    out = ["", "Stress response (SYNTHETIC market only): the regime response measured on the market's hidden stress "
+           "state instead of the trailing-volatility days (stable + cash share on the decisions whose next-day return "
+           "falls in stress, minus the share on the others):", "",
+           "| fold | " + " | ".join([f"PPO {r}" for r in args.rewards] + [label for _, label in rules]) + " |",
+           "|---|" + "---:|" * (len(args.rewards) + len(rules))]
+    for e in rows:
+        cells = [f"{agg([m['stress_response'] for m in e['ppo'][r].values()])[0]:+.3f}" for r in args.rewards]
+        out.append(f"| {e['year']} | " + " | ".join(cells + [f"{e[n]['stress_response']:+.3f}" for n, _ in rules]) + " |")
+    return out
 
 
 def every_benchmark_cells(rows: list[dict[str, Any]], best: str, report: dict[str, Any]) -> list[list[str]]:

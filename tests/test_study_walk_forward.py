@@ -179,3 +179,18 @@ def test_regime_probe_replays_the_study_agents_to_the_bit(study):
         reward, seed = key.removeprefix("runs/").split(" seed ")
         assert m["sharpe"] == fold["ppo"][reward][seed]["sharpe"]
         assert -1.0 <= m["stress_response"] <= 1.0
+
+
+def test_synthetic_study_scores_every_strategy_on_the_hidden_regime(study):
+    report = _strict((study / "res" / "wf.json").read_text())
+    for fold in report["folds"]:
+        metrics = [m for r in fold["ppo"].values() for m in r.values()]
+        metrics += [fold[name] for name in ("equal_weight", "equal_weight_bh", "vol_target", "min_variance")]
+        assert all(-1.0 <= m["stress_response"] <= 1.0 for m in metrics)
+        assert abs(fold["equal_weight"]["stress_response"]) < 0.05  # a constant allocation does not respond
+    goals = report["report"]["goals"]["stress_response_synthetic"]
+    best = report["best_reward"]
+    for fold in report["folds"]:
+        assert goals[str(fold["year"])] == pytest.approx(
+            np.mean([m["stress_response"] for m in fold["ppo"][best].values()]), abs=1e-12)
+    assert "Stress response (SYNTHETIC market only)" in (study / "res" / "wf.md").read_text()
