@@ -106,31 +106,30 @@ def probe_fold(config: str, year: int, cs: list[float], seed: int = 0, funds: bo
     model = LogisticRegression(C=c, max_iter=3000).fit(pooled[train], stress[train])
     out[f"pooled_logistic_C{c:g}"] = {"train_auc": float(roc_auc_score(stress[train], model.decision_function(pooled[train]))),
                                       "validate_auc": float(roc_auc_score(stress[val], model.decision_function(pooled[val])))}
-    vol = M.trailing_volatility(M.equal_weight_risky_return(store.returns, store.listed, store.categories))
+    ew = M.equal_weight_risky_return(store.returns, store.listed, store.categories)  # ew[t]: after close t
+    vol = M.trailing_volatility(ew)
     out["trailing_vol_20d"] = {"train_auc": float(roc_auc_score(stress[train], vol[train])),
                                "validate_auc": float(roc_auc_score(stress[val], vol[val]))}
     if funds:
         calls = {"nowcast oracle": stress, "clairvoyant": np.append(stress[1:], stress[-1]),
                  f"logistic probe C{min(cs):g}": models[min(cs)].predict_proba(x)[:, 1] > 0.5,
                  "trailing vol > train p80": vol > np.nanpercentile(vol[train], 80),
-                 f"5-day forecast C{min(cs):g}": forecast_call(store, x, train, min(cs)),
-                 "5-day forecast, asset-mean": forecast_call(store, pooled, train, min(cs))}
+                 f"5-day forecast C{min(cs):g}": forecast_call(ew, x, train, min(cs)),
+                 "5-day forecast, asset-mean": forecast_call(ew, pooled, train, min(cs))}
         out["funds"] = regime_funds(cfg, store, f"{year}-01-01", f"{year}-12-31", calls, stress)
     if runs:
         out["agents"] = {k: m for r in runs for k, m in agent_funds(store, stress, r, year).items()}
     return out
 
 
-def forecast_call(store: Any, x: np.ndarray, train: np.ndarray, c: float, horizon: int = FORECAST_DAYS) -> np.ndarray:
+def forecast_call(ew: np.ndarray, x: np.ndarray, train: np.ndarray, c: float, horizon: int = FORECAST_DAYS) -> np.ndarray:
     """Hedge calls (T,) bool from returns alone, the labels a real market has: a logistic regression (L2 ``c``) of
-    "the equal-weight risky sleeve loses over the next ``horizon`` days" on the day's features ``x`` (T, N*F),
-    fitted on the training days whose whole horizon ends inside the training span (no look-ahead); hedge when
-    its probability exceeds 0.5."""
+    "the equal-weight risky sleeve loses over the next ``horizon`` days" (``ew`` (T,) its simple return after each
+    close) on the day's features ``x`` (T, K), fitted on the training days whose whole horizon ends inside the
+    training span (no look-ahead); hedge when its probability exceeds 0.5."""
     from sklearn.linear_model import LogisticRegression
 
-    from training import metrics as M
-
-    r = np.log1p(M.equal_weight_risky_return(store.returns, store.listed, store.categories))  # r[t]: after close t
+    r = np.log1p(ew)
     ahead = np.convolve(r, np.ones(horizon), mode="full")[horizon - 1:]  # ahead[t] = r[t] + ... + r[t+horizon-1]
     fit = train.copy()
     fit[max(int(np.flatnonzero(train)[-1]) - horizon + 1, 0):] = False  # r[t+horizon-1] must be a training return
@@ -171,7 +170,7 @@ def regime_funds(cfg: Any, store: Any, start: str, end: str, calls: dict[str, np
                                         eval_cfg, env_cfg.max_weight)
             legs = stable & store.listed[t]
             target = np.zeros(len(store.tickers) + 1)
-            target[:-1] = cap_weights(np.where(legs, 1.0 / max(legs.sum(), 1), 0.0), env_cfg.max_weight)
+            target[:-1] = cap_weights(legs.astype(np.float64), env_cfg.max_weight)
             target[-1] = max(1.0 - target[:-1].sum(), 0.0)
             return target
 
@@ -180,13 +179,16 @@ def regime_funds(cfg: Any, store: Any, start: str, end: str, calls: dict[str, np
     return out
 
 
-def with_stress_response(result: Any, context: Any, stress: np.ndarray) -> dict[str, float]:
+def with_stress_response(result: Any, context: Any, stress: np.ndarray | None) -> dict[str, float]:
     """``strategy_metrics`` of ``result`` plus ``stress_response``: ``training.metrics.regime_response`` with the
     hidden state in place of the trailing-volatility days (stable + cash share on the decisions whose next-day
-    return falls in stress minus the share on the others; ``stress`` (T,) bool per store day)."""
+    return falls in stress minus the share on the others; ``stress`` (T,) bool per store day). ``stress`` None
+    (a market without a known regime): ``strategy_metrics`` alone."""
     from training.metrics import regime_response
     from training.rollout import strategy_metrics
 
+    if stress is None:
+        return strategy_metrics(result, context)
     days = context.day_index(result.dates)
     earned_in_stress = stress[np.minimum(days + 1, len(stress) - 1)]
     return {**strategy_metrics(result, context),

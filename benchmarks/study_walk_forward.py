@@ -245,7 +245,7 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
     from evaluation.benchmarks import EvaluationConfig
     from training.config import costs_of
     from training.metrics import sharpe_ratio_rows
-    from training.rollout import MarketContext, run_episode, strategy_metrics, torch_policy
+    from training.rollout import MarketContext, run_episode, torch_policy
     from training.walk_forward import expanding_folds
 
     cfg0 = next(iter(cfgs.values()))
@@ -257,14 +257,8 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
     for fold in expanding_folds(cfg0.data.start, cfg0.data.end, args.years):
         store = build_feature_store(market, fold.train_end, clip=cfg0.data.clip)
         context = MarketContext.from_store(store, cfg0.data)
-        if args.source == "synthetic":  # every strategy also scored on the market's hidden regime
-            stress = stress_days(market, store, cfg0.data.seed)
-
-            def measure(res: Any, context: Any = context, stress: np.ndarray = stress) -> dict[str, float]:
-                return with_stress_response(res, context, stress)
-        else:
-            def measure(res: Any, context: Any = context) -> dict[str, float]:
-                return strategy_metrics(res, context)
+        # on the synthetic market every strategy is also scored on its hidden regime
+        stress = stress_days(market, store, cfg0.data.seed) if args.source == "synthetic" else None
         costs = costs_of(cfg0)
         entry: dict[str, Any] = {"year": fold.year, "train": f"{fold.train_start}..{fold.train_end}",
                                  "validate": f"{fold.val_start}..{fold.val_end}",
@@ -277,7 +271,7 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
                 agent = load_agent(run)
                 res = run_episode(CryptoHedgeFundEnv.from_store(store, cfg.env, fold.val_start, fold.val_end, costs),
                                   torch_policy(agent.policy_module()), "ppo", "PPO-Transformer")
-                m = measure(res)
+                m = with_stress_response(res, context, stress)
                 own = json.loads((run / "validation.json").read_text())
                 entry["train_seconds"] += own.get("train_seconds", 0.0)  # the run's own training time
                 gap = max(gap, abs(own["sharpe"] - m["sharpe"]))
@@ -292,11 +286,11 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
         if cfg0.env.action_prior != "none":  # the residual policy's starting point: every score 1, i.e. p_t
             res = run_episode(CryptoHedgeFundEnv.from_store(store, cfg0.env, fold.val_start, fold.val_end, costs),
                               lambda t, obs, w: np.ones_like(w), *PRIOR_ALONE)
-            entry[PRIOR_ALONE[0]] = measure(res)
+            entry[PRIOR_ALONE[0]] = with_stress_response(res, context, stress)
             benches[PRIOR_ALONE[0]] = {"returns": res.returns, "weights": res.weights}
         for res in run_benchmarks(store, cfg0.env, eval_cfg, context.risk_free, fold.val_start, fold.val_end, costs,
                                   names=[name for name, _ in BENCHMARKS]):
-            entry[res.name] = measure(res)
+            entry[res.name] = with_stress_response(res, context, stress)
             benches[res.name] = {"returns": res.returns, "weights": res.weights}
         # the vol-target rule at each reward's own average risky exposure (the like-for-like comparison)
         entry["vol_target_matched"] = {}
@@ -307,7 +301,7 @@ def evaluate(args: argparse.Namespace, cfgs: dict[str, Any], market: Any,
             entry["vol_target_matched"][reward] = {
                 "vol_target": target, "fund_exposure": exposure,
                 "rule_exposure": risky_exposure(match.weights, context.categories),
-                "metrics": measure(match)}
+                "metrics": with_stress_response(match, context, stress)}
             benches[f"vol_target_matched_{reward}"] = {"returns": match.returns, "weights": match.weights}
         idx = context.day_index(res.dates)
         series[fold.year] = {"dates": res.dates, "rf": context.risk_free[idx], "volatility": context.volatility[idx],
